@@ -1,0 +1,16 @@
+"""napari-var-emitter: find and localize emitters in SMLM movies with a next-scale (VAR) model."""
+
+from .camera import Camera
+from .errors import CameraError, CheckpointError, CsvFormatError, InputError, VarEmitterError
+from .localizations import Localizations
+
+__version__ = "0.1.0"
+__all__ = [
+    "Camera",
+    "Localizations",
+    "VarEmitterError",
+    "InputError",
+    "CameraError",
+    "CheckpointError",
+    "CsvFormatError",
+]
