@@ -1,0 +1,238 @@
+"""Pure functions from results to napari layer data tuples ``(data, kwargs, layer_type)``.
+
+No Qt here and no napari import: the functions return plain tuples, and :func:`add_or_replace`
+only uses the public ``viewer.layers`` API of the viewer it is given.
+
+Geometry (CONVENTIONS section 1): a map with factor ``f = input_size / map_size`` per axis goes
+into napari with ``scale = s * f`` and ``translate = t + s * (f - 1) / 2``, where ``s`` and ``t``
+are the input layer's own scale and translate. Points keep the input layer's scale/translate, since
+their coordinates are the input's pixel coordinates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..localizations import Localizations
+from ..render import render_gaussians
+
+LayerDataTuple = tuple[Any, dict, str]
+
+# Features that Points layers carry, in Localizations units (pixels, 0-based frames, photons).
+FEATURE_COLUMNS = tuple(n for n in Localizations.column_names() if n not in ("x", "y"))
+DEFAULT_PIXEL_SIZE_NM = 100.0
+RENDER_FACTOR = 8
+
+
+# --- names ----------------------------------------------------------------------------------
+def map_layer_name(source: str, level_name: str) -> str:
+    return f"{source} probability {level_name}"
+
+
+def points_layer_name(source: str) -> str:
+    return f"{source} emitters"
+
+
+def render_layer_name(source: str) -> str:
+    return f"{source} super-resolution"
+
+
+# --- geometry -------------------------------------------------------------------------------
+def map_geometry(
+    factor: Sequence[float], scale: Sequence[float], translate: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """Scale and translate of a map with per-axis ``factor`` (input size / map size)."""
+    factor = np.asarray(factor, dtype=float)
+    scale = np.asarray(scale, dtype=float)
+    translate = np.asarray(translate, dtype=float)
+    return list(scale * factor), list(translate + scale * (factor - 1) / 2)
+
+
+def _yx(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in list(values)[-2:]]
+
+
+# --- localizations <-> points -------------------------------------------------------------
+def locs_to_points(locs: Localizations, ndim: int = 3) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Points data ``(N, 3)`` as (t, y, x) (or ``(N, 2)`` as (y, x)) and the feature columns."""
+    if ndim == 3:
+        data = np.column_stack([locs.frame.astype(np.float64), locs.y, locs.x])
+    elif ndim == 2:
+        data = np.column_stack([locs.y, locs.x])
+    else:
+        raise ValueError(f"points must be 2-D (y, x) or 3-D (t, y, x), not {ndim}-D")
+    data = data.reshape(len(locs), ndim)
+    features = {name: getattr(locs, name) for name in FEATURE_COLUMNS}
+    return data, features
+
+
+def points_to_locs(data, features=None) -> Localizations:
+    """Inverse of :func:`locs_to_points`: positions from the data, the rest from the features.
+
+    ``data`` is ``(N, 2)`` (y, x) or ``(N, D)`` with (t, y, x) in its last three columns; the frame is
+    the rounded t coordinate (or the ``frame`` feature for 2-D points, else 0). Missing features are NaN.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] < 2:
+        raise ValueError(f"points data must be (N, 2) or (N, 3), got shape {data.shape}")
+    n = len(data)
+    columns: dict[str, np.ndarray] = {}
+    if features is not None:
+        for name in FEATURE_COLUMNS:
+            if name in features:
+                columns[name] = np.asarray(features[name], dtype=np.float64).reshape(-1)
+    if data.shape[1] >= 3:
+        columns["frame"] = np.round(data[:, -3])
+    frame = columns.get("frame", np.zeros(n))
+    out = {"frame": np.asarray(np.nan_to_num(frame), dtype=np.int64), "y": data[:, -2], "x": data[:, -1]}
+    for name in Localizations.column_names():
+        if name not in out:
+            out[name] = columns.get(name, np.full(n, np.nan))
+    return Localizations(**out)
+
+
+def points_kwargs(name: str, features: dict, **extra) -> dict:
+    """Layer keyword arguments shared by every Points layer we add: coloured by probability
+    when the layer has one, shown only in its own frame."""
+    kwargs = {
+        "name": name,
+        "features": features,
+        "size": 1.5,
+        "border_width": 0,
+    }
+    probability = np.asarray(features.get("probability", []), dtype=float)
+    if len(probability) and np.isfinite(probability).any():
+        kwargs.update(face_color="probability", face_colormap="viridis", face_contrast_limits=(0.0, 1.0))
+    else:
+        kwargs.update(face_color="magenta")
+    kwargs.update(extra)
+    return kwargs
+
+
+# --- prediction results -> layers --------------------------------------------------------
+def map_layer(
+    pmap,
+    source: str,
+    input_scale: Sequence[float],
+    input_translate: Sequence[float],
+    *,
+    ndim: int = 3,
+    frame_start: int = 0,
+) -> LayerDataTuple:
+    """Image layer of one ``ProbabilityMap`` (``data`` (T, h, w), ``factor`` (fy, fx)).
+
+    For a 3-D input, the map's first axis is the predicted frames, starting at ``frame_start``.
+    """
+    data = np.asarray(pmap.data, dtype=np.float32)
+    scale_yx, translate_yx = map_geometry(pmap.factor, _yx(input_scale), _yx(input_translate))
+    if ndim == 3:
+        st, tt = float(input_scale[0]), float(input_translate[0])
+        scale = [st, *scale_yx]
+        translate = [tt + st * frame_start, *translate_yx]
+    else:
+        data = data.reshape(data.shape[-2:]) if data.ndim == 3 and data.shape[0] == 1 else data
+        scale, translate = scale_yx, translate_yx
+    kwargs = {
+        "name": map_layer_name(source, pmap.name),
+        "scale": scale,
+        "translate": translate,
+        "colormap": "magma",
+        "contrast_limits": (0.0, 1.0),
+        "blending": "additive",
+        "opacity": 0.7,
+        "metadata": {"factor": tuple(float(f) for f in pmap.factor), "level": pmap.level},
+    }
+    return data, kwargs, "image"
+
+
+def points_layer(
+    locs: Localizations,
+    source: str,
+    input_scale: Sequence[float],
+    input_translate: Sequence[float],
+    *,
+    ndim: int = 3,
+    pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM,
+) -> LayerDataTuple:
+    data, features = locs_to_points(locs, ndim)
+    kwargs = points_kwargs(
+        points_layer_name(source),
+        features,
+        scale=[float(v) for v in input_scale][-ndim:],
+        translate=[float(v) for v in input_translate][-ndim:],
+        metadata={"pixel_size_nm": float(pixel_size_nm)},
+    )
+    return data, kwargs, "points"
+
+
+def render_layer(
+    locs: Localizations,
+    source: str,
+    frame_shape: tuple[int, int],
+    input_scale: Sequence[float],
+    input_translate: Sequence[float],
+    *,
+    factor: int = RENDER_FACTOR,
+) -> LayerDataTuple:
+    """A 2-D super-resolution image of all localizations, ``factor`` times finer than the input."""
+    image = render_gaussians(locs, frame_shape, factor)
+    scale, translate = map_geometry((1.0 / factor, 1.0 / factor), _yx(input_scale), _yx(input_translate))
+    top = float(np.percentile(image[image > 0], 99.5)) if (image > 0).any() else 1.0
+    kwargs = {
+        "name": render_layer_name(source),
+        "scale": scale,
+        "translate": translate,
+        "colormap": "inferno",
+        "contrast_limits": (0.0, max(top, 1e-6)),
+        "metadata": {"render_factor": int(factor)},
+    }
+    return image, kwargs, "image"
+
+
+def result_layers(
+    result,
+    source: str,
+    frame_shape: tuple[int, int],
+    input_scale: Sequence[float],
+    input_translate: Sequence[float],
+    *,
+    ndim: int = 3,
+    frame_start: int = 0,
+    pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM,
+    render_factor: int = RENDER_FACTOR,
+) -> list[LayerDataTuple]:
+    """All layers of a ``PredictionResult``: its maps (coarse to fine), the render, the points."""
+    layers = [
+        map_layer(result.maps[level], source, input_scale, input_translate, ndim=ndim, frame_start=frame_start)
+        for level in sorted(result.maps)
+    ]
+    if render_factor:
+        layers.append(
+            render_layer(
+                result.localizations, source, frame_shape, input_scale, input_translate, factor=render_factor
+            )
+        )
+    layers.append(
+        points_layer(
+            result.localizations, source, input_scale, input_translate, ndim=ndim, pixel_size_nm=pixel_size_nm
+        )
+    )
+    return layers
+
+
+# --- viewer -----------------------------------------------------------------------------
+def add_or_replace(viewer, layer_data: LayerDataTuple):
+    """Add a layer; a layer of the same name is replaced at the same place in the layer list."""
+    data, kwargs, layer_type = layer_data
+    name = kwargs["name"]
+    index = None
+    if name in viewer.layers:
+        old = viewer.layers[name]
+        index = viewer.layers.index(old)
+        viewer.layers.remove(old)
+    new = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    if index is not None:
+        viewer.layers.move(viewer.layers.index(new), index)
+    return new

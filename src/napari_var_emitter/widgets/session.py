@@ -1,0 +1,52 @@
+"""What the dock widgets share within one napari session: trained models and the camera.
+
+One module-level :data:`SESSION` object (not function attributes, not globals scattered over
+modules). Signals are psygnal's, so widgets connect bound methods, held weakly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psygnal import Signal
+
+from ..camera import Camera
+
+
+class Session:
+    """Models trained in this session (name -> checkpoint path) and the last camera used."""
+
+    models_changed = Signal()
+    camera_changed = Signal(object)  # Camera
+
+    def __init__(self) -> None:
+        self._models: dict[str, Path] = {}
+        self._camera = Camera()
+
+    # models -------------------------------------------------------------------------------
+    def add_model(self, name: str, path: str | Path) -> None:
+        """Register (or refresh) a checkpoint under ``name``; the predict widget lists it at once."""
+        self._models[str(name)] = Path(path)
+        self.models_changed.emit()
+
+    def models(self) -> dict[str, Path]:
+        return dict(self._models)
+
+    def clear(self) -> None:
+        self._models.clear()
+        self._camera = Camera()
+        self.models_changed.emit()
+
+    # camera -------------------------------------------------------------------------------
+    @property
+    def camera(self) -> Camera:
+        return self._camera
+
+    @camera.setter
+    def camera(self, camera: Camera) -> None:
+        if camera != self._camera:
+            self._camera = camera
+            self.camera_changed.emit(camera)
+
+
+SESSION = Session()
