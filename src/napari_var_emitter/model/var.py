@@ -1,0 +1,420 @@
+"""The True VAR Emitter Predictor: next-scale prediction of emitter maps.
+
+Reading guide (shapes: B batch, C channels, L tokens, h x w a level's grid):
+
+1. ``Encoder`` keeps the input resolution; every level reads it losslessly (pixel-unshuffle for
+   coarse levels, a learned 2x up-projection for super-resolution levels).
+2. ``EmitterVectorQuantizer`` turns each level's predicted emitter probability into tokens
+   (``vocab_size`` levels), embeds them, and accumulates them in ``f_hat`` through the Phi
+   residual convs; ``get_next_autoregressive_input`` area-downsamples ``f_hat`` to the next
+   level's grid, exactly as VAR does.
+3. The first ``attn_levels`` levels are token maps processed together by ``AdaLNSelfAttn``
+   blocks with block-causal attention (a KV cache at inference); the large levels use
+   ``AdaLNConvBlock``s (3x3 convolutions: local, linear cost) conditioned on the level in the
+   same AdaLN way, with the previous level's hidden state as context.
+4. Every level has its own head; its first output channel is the emitter probability logit, the
+   others give what a localization needs (sub-cell offsets, photons, uncertainties, background).
+
+Outputs of level k depend only on the image and on the tokens of levels < k: that is the
+next-scale structure, and ``tests/test_model.py`` checks it bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .config import ModelConfig
+
+NUM_OUTPUTS = 8  # logit, dx, dy, photons, sigma_x, sigma_y, photon_sigma, background
+PHOTON_NORM = 1000.0  # photons predicted in units of PHOTON_NORM
+
+
+def channel_norm(h_BChw: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm over channels (no affine), per pixel: independent of the rest of the frame."""
+    mean = h_BChw.mean(dim=1, keepdim=True)
+    var = h_BChw.var(dim=1, keepdim=True, unbiased=False)
+    return (h_BChw - mean) * torch.rsqrt(var + eps)
+
+
+# --------------------------------------------------------------------------- 1. encoder
+class Encoder(nn.Module):
+    """Full-resolution residual conv stack: (B, window, H, W) photons -> (B, C, H, W)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.encoder_channels
+        self.photon_scale = cfg.photon_scale
+        self.stem = nn.Conv2d(2 * cfg.frame_window, c, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(cfg.encoder_blocks))
+
+    def forward(self, photons_BWHW: torch.Tensor) -> torch.Tensor:
+        x = photons_BWHW / self.photon_scale
+        x = torch.cat([x, torch.log1p(x.clamp_min(0.0))], dim=1)
+        h = F.gelu(self.stem(x))
+        for conv in self.blocks:
+            h = h + F.gelu(conv(h))
+        return h
+
+
+class LevelReader(nn.Module):
+    """Reads the full-resolution encoder features onto one level's grid, losing nothing."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: float):
+        super().__init__()
+        self.stride = stride
+        if stride >= 1:
+            s = int(stride)
+            self.proj = nn.Conv2d(in_ch * s * s, out_ch, 1)
+        else:
+            s = int(round(1 / stride))
+            self.proj = nn.ConvTranspose2d(in_ch, out_ch, s, stride=s)
+
+    def forward(self, enc_BChw: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            enc_BChw = F.pixel_unshuffle(enc_BChw, int(self.stride))
+        return self.proj(enc_BChw)
+
+
+# --------------------------------------------------------------------------- 2. token chain
+class Phi(nn.Conv2d):
+    """VAR's residual 3x3 conv applied to each level's upsampled embedding."""
+
+    def __init__(self, dim: int, resi_ratio: float = 0.5):
+        super().__init__(dim, dim, 3, padding=1)
+        self.resi_ratio = resi_ratio
+
+    def forward(self, h_BChw: torch.Tensor) -> torch.Tensor:
+        return h_BChw * (1 - self.resi_ratio) + super().forward(h_BChw) * self.resi_ratio
+
+
+class EmitterVectorQuantizer(nn.Module):
+    """Tokens of emitter probability, their embedding, and VAR's residual accumulation."""
+
+    def __init__(self, vocab_size: int, token_dim: int, strides: tuple[float, ...], num_phi: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.strides = strides
+        self.embedding = nn.Embedding(vocab_size, token_dim)
+        self.quant_resi = nn.ModuleList(Phi(token_dim) for _ in range(num_phi))
+        # like VAR's PhiPartiallyShared: level si of SN uses the Phi nearest to si / (SN - 1)
+        self.register_buffer("phi_ticks", torch.linspace(1 / (2 * num_phi), 1 - 1 / (2 * num_phi), num_phi))
+
+    def probability_to_tokens(self, prob: torch.Tensor) -> torch.Tensor:
+        return torch.round(prob.clamp(0, 1) * (self.vocab_size - 1)).long()
+
+    def embed(self, tokens_Bhw: torch.Tensor) -> torch.Tensor:
+        return self.embedding(tokens_Bhw).permute(0, 3, 1, 2)  # (B, Ct, h, w)
+
+    def phi(self, si: int, SN: int) -> Phi:
+        at = si / max(SN - 1, 1)
+        return self.quant_resi[int(torch.argmin((self.phi_ticks - at).abs()))]
+
+    def get_next_autoregressive_input(self, si: int, SN: int, f_hat: torch.Tensor, h_BChw: torch.Tensor):
+        """Add level si's embedding to f_hat; return (f_hat, input of level si+1 or f_hat at the end).
+
+        f_hat lives on the grid of the chain's last level SN-1 (VAR's ``max_HW``).
+        """
+        HW = f_hat.shape[-2:]
+        h = h_BChw if h_BChw.shape[-2:] == HW else F.interpolate(h_BChw, size=HW, mode="bicubic")
+        f_hat = f_hat + self.phi(si, SN)(h)
+        if si == SN - 1:
+            return f_hat, f_hat
+        ratio = self.strides[SN - 1] / self.strides[si + 1]
+        next_hw = (round(HW[0] * ratio), round(HW[1] * ratio))
+        return f_hat, F.interpolate(f_hat, size=next_hw, mode="area")
+
+
+# --------------------------------------------------------------------------- 3. blocks
+class SelfAttention(nn.Module):
+    """Multi-head attention with L2-normalised q, k and a learned temperature (as VAR)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.scale_mul = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4 * math.sqrt(self.head_dim))))
+
+    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None, kv_cache: list | None) -> torch.Tensor:
+        B, L, C = x_BLC.shape
+        qkv = self.qkv(x_BLC).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, nh, L, hd)
+        q = F.normalize(q, dim=-1) * self.scale_mul.clamp(max=math.log(100)).exp()
+        k = F.normalize(k, dim=-1)
+        if kv_cache is not None:  # inference: earlier levels' keys and values
+            if kv_cache:
+                k, v = torch.cat([kv_cache[0], k], dim=2), torch.cat([kv_cache[1], v], dim=2)
+            kv_cache[:] = [k, v]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=1.0)  # (B, nh, L, hd)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
+class AdaLNSelfAttn(nn.Module):
+    """VAR's block: LayerNorm without affine, modulated and gated by the level condition."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.ln = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x_BLC, cond_BLC, attn_bias=None, kv_cache=None):
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond_BLC).chunk(6, dim=-1)
+        x_BLC = x_BLC + self.attn(self.ln(x_BLC) * (1 + scale1) + shift1, attn_bias, kv_cache) * gamma1
+        return x_BLC + self.mlp(self.ln(x_BLC) * (1 + scale2) + shift2) * gamma2
+
+
+class AdaLNConvBlock(nn.Module):
+    """The local counterpart of AdaLNSelfAttn for large levels: 3x3 conv mixing, same AdaLN."""
+
+    def __init__(self, dim: int, cond_dim: int, mlp_ratio: float = 2.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(approximate="tanh"), nn.Conv2d(hidden, dim, 1))
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
+
+    def forward(self, h_BChw, cond_BD):
+        mods = self.ada_lin(cond_BD)[:, :, None, None]
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = mods.chunk(6, dim=1)
+        h_BChw = h_BChw + F.gelu(self.conv(channel_norm(h_BChw) * (1 + scale1) + shift1)) * gamma1
+        return h_BChw + self.mlp(channel_norm(h_BChw) * (1 + scale2) + shift2) * gamma2
+
+
+class Head(nn.Module):
+    """A level's prediction head: per cell, NUM_OUTPUTS raw channels."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.out = nn.Conv2d(dim, NUM_OUTPUTS, 1)
+        nn.init.zeros_(self.out.weight)
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[0] = -4.0  # emitters are sparse: start at p ~ 0.02
+
+    def forward(self, h_BChw):
+        return self.out(channel_norm(h_BChw))
+
+
+def decode_outputs(raw_BOhw: torch.Tensor, photon_scale: float) -> dict[str, torch.Tensor]:
+    """Raw head channels -> named, constrained maps (units: cells of the level, photons)."""
+    raw = raw_BOhw.float()
+    return {
+        "logits": raw[:, 0],  # (B, h, w)
+        "offset": torch.tanh(raw[:, 1:3]),  # (B, 2 [x, y], h, w), cells, in (-1, 1)
+        "photons": F.softplus(raw[:, 3]) * PHOTON_NORM,
+        "sigma": F.softplus(raw[:, 4:6]) + 1e-3,  # (B, 2, h, w) 1-sigma position uncertainty, cells
+        "photon_sigma": F.softplus(raw[:, 6]) * PHOTON_NORM + 1.0,
+        "background": F.softplus(raw[:, 7]) * photon_scale,  # photons per input pixel
+    }
+
+
+# --------------------------------------------------------------------------- 4. the model
+class TrueVAREmitterPredictor(nn.Module):
+    """Next-scale emitter predictor. ``model(x)`` runs the progressive levels on its own
+    predictions; ``model(x, teacher_tokens=...)`` is teacher forcing (training);
+    ``autoregressive_inference(x, target_resolution)`` continues the chain to finer grids.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = ModelConfig(**overrides)
+        elif overrides:
+            config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+        self.config = cfg = config
+        strides, C, Cc = cfg.strides, cfg.embed_dim, cfg.conv_dim
+        self.num_levels = len(strides)
+
+        # 1. encoder and per-level readers of it
+        self.encoder = Encoder(cfg)
+        self.readers = nn.ModuleList(
+            LevelReader(cfg.encoder_channels, C if i < cfg.attn_levels else Cc, s) for i, s in enumerate(strides)
+        )
+        # 2. token chain: quantizer, word embedding, start token
+        self.quantizer = EmitterVectorQuantizer(cfg.vocab_size, cfg.token_dim, strides, cfg.num_phi)
+        self.word_embed = nn.ModuleList(
+            nn.Conv2d(cfg.token_dim, C if i < cfg.attn_levels else Cc, 1) for i in range(self.num_levels)
+        )
+        # 3. attention levels: position embedding per level, level (condition) embeddings, blocks
+        self.pos_embeds = nn.ParameterList(
+            nn.Parameter(torch.randn(1, C, pn, pn) * 0.02) for pn in cfg.patch_nums[: cfg.attn_levels]
+        )
+        self.lvl_embed = nn.Embedding(self.num_levels, C)
+        self.cond_embed = nn.Embedding(self.num_levels, C)
+        self.blocks = nn.ModuleList(AdaLNSelfAttn(C, cfg.num_heads) for _ in range(cfg.num_layers))
+        # 4. conv levels: context from the previous level, shared AdaLN conv blocks
+        self.context = nn.ModuleList(
+            nn.ConvTranspose2d(C if i - 1 < cfg.attn_levels else Cc, Cc, 2, stride=2) if i > 0 else nn.Identity()
+            for i in range(self.num_levels)
+        )
+        self.conv_lvl_embed = nn.Embedding(self.num_levels, Cc)
+        self.conv_blocks = nn.ModuleList(AdaLNConvBlock(Cc, C) for _ in range(cfg.conv_blocks))
+        # 5. one head per level
+        self.heads = nn.ModuleList(Head(C if i < cfg.attn_levels else Cc) for i in range(self.num_levels))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for block in list(self.blocks) + list(self.conv_blocks):
+            lin = block.ada_lin[-1]
+            nn.init.normal_(lin.weight, std=0.02)
+            with torch.no_grad():  # gates start small (VAR), scales/shifts at zero
+                dim = lin.out_features // 6
+                lin.bias.zero_()
+                lin.bias[: 2 * dim] = 0.1
+
+    # ------------------------------------------------------------------ geometry
+    def level_grids(self, H: int, W: int, num_levels: int | None = None) -> list[tuple[int, int]]:
+        """Grid (h, w) of each level for a padded input of H x W."""
+        n = self.num_levels if num_levels is None else num_levels
+        return [(round(H / s), round(W / s)) for s in self.config.strides[:n]]
+
+    def level_names(self, frame_shape) -> list[str]:
+        H, W = frame_shape[-2:]
+        return [f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in self.config.strides[: len(self.config.patch_nums)]]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.config.frame_window:
+            raise InputError(
+                f"model input must be (B, {self.config.frame_window}, H, W) photons, got {tuple(x.shape)}"
+            )
+        if min(x.shape[-2:]) < 1:
+            raise InputError(f"frames are empty: {tuple(x.shape)}")
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.config.pad_multiple
+        H, W = x.shape[-2:]
+        ph, pw = (-H) % m, (-W) % m
+        return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
+
+    # ------------------------------------------------------------------ building blocks
+    def _attn_tokens(self, i: int, inp_BChw, enc_BChw, B: int, hw) -> torch.Tensor:
+        """Token map of attention level i: chain input + image + position + level embeddings."""
+        x = self.readers[i](enc_BChw)
+        if self.config.chain and inp_BChw is not None:
+            x = x + self.word_embed[i](inp_BChw)
+        pos = self.pos_embeds[i]
+        if pos.shape[-2:] != tuple(hw):
+            pos = F.interpolate(pos, size=hw, mode="bicubic", align_corners=False)
+        x = x + pos + self.lvl_embed.weight[i][None, :, None, None]
+        return x.flatten(2).transpose(1, 2)  # (B, h*w, C)
+
+    def _conv_level(self, i: int, inp_BChw, enc_BChw, prev_hidden) -> torch.Tensor:
+        h = self.readers[i](enc_BChw) + self.conv_lvl_embed.weight[i][None, :, None, None]
+        if self.config.chain:
+            if inp_BChw is not None:
+                h = h + self.word_embed[i](inp_BChw)
+            if prev_hidden is not None:
+                h = h + self.context[i](prev_hidden)
+        cond = self.cond_embed.weight[i][None].expand(h.shape[0], -1)
+        for block in self.conv_blocks:
+            h = block(h, cond)
+        return h
+
+    def _attn_bias(self, grids, device) -> torch.Tensor:
+        """Block-causal mask: a token sees its own level and every coarser one."""
+        levels = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(grids)])
+        allowed = levels[:, None] >= levels[None, :]
+        return torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))
+
+    # ------------------------------------------------------------------ the chain
+    def _run(self, x, num_levels: int, teacher_tokens=None, perturb=None):
+        """Run levels 0..num_levels-1. With teacher_tokens: teacher forcing (block-causal
+        attention in one pass); without: each level is fed the tokens of its own prediction.
+        ``perturb(si, tokens) -> tokens`` may alter the tokens fed onward (tests, training).
+        """
+        self._check_input(x)
+        H, W = x.shape[-2:]
+        xp = self._pad(x)
+        Hp, Wp = xp.shape[-2:]
+        grids = self.level_grids(Hp, Wp, num_levels)
+        SN, A = num_levels, min(self.config.attn_levels, num_levels)
+        enc = self.encoder(xp)
+        B = x.shape[0]
+        f_hat = xp.new_zeros(B, self.config.token_dim, *grids[-1])
+        raw_outputs = []
+
+        def feed(si, tokens):
+            nonlocal f_hat
+            if perturb is not None:
+                tokens = perturb(si, tokens)
+            f_hat, nxt = self.quantizer.get_next_autoregressive_input(si, SN, f_hat, self.quantizer.embed(tokens))
+            return nxt
+
+        inputs = [None] * SN
+        if teacher_tokens is not None:  # VAR's idxBl_to_var_input: all next-scale inputs at once
+            for si in range(SN - 1):
+                inputs[si + 1] = feed(si, teacher_tokens[si])
+
+        # attention levels
+        hidden = None
+        if A > 0:
+            cond = torch.cat(
+                [self.cond_embed.weight[i][None, None].expand(B, h * w, -1) for i, (h, w) in enumerate(grids[:A])], 1
+            )
+            if teacher_tokens is not None:
+                tok = torch.cat([self._attn_tokens(i, inputs[i], enc, B, grids[i]) for i in range(A)], dim=1)
+                bias = self._attn_bias(grids[:A], x.device)
+                for block in self.blocks:
+                    tok = block(tok, cond, attn_bias=bias)
+                start = 0
+                for i, (h, w) in enumerate(grids[:A]):
+                    hidden = tok[:, start : start + h * w].transpose(1, 2).reshape(B, -1, h, w)
+                    raw_outputs.append(self.heads[i](hidden))
+                    start += h * w
+            else:
+                caches = [[] for _ in self.blocks]
+                start = 0
+                for i, (h, w) in enumerate(grids[:A]):
+                    tok = self._attn_tokens(i, inputs[i], enc, B, (h, w))
+                    cond_i = cond[:, start : start + h * w]
+                    for block, cache in zip(self.blocks, caches):
+                        tok = block(tok, cond_i, kv_cache=cache)
+                    start += h * w
+                    hidden = tok.transpose(1, 2).reshape(B, -1, h, w)
+                    raw = self.heads[i](hidden)
+                    raw_outputs.append(raw)
+                    if i < SN - 1:
+                        inputs[i + 1] = feed(i, self.quantizer.probability_to_tokens(torch.sigmoid(raw[:, 0])))
+
+        # conv levels
+        for i in range(A, SN):
+            hidden = self._conv_level(i, inputs[i], enc, hidden)
+            raw = self.heads[i](hidden)
+            raw_outputs.append(raw)
+            if teacher_tokens is None and i < SN - 1:
+                inputs[i + 1] = feed(i, self.quantizer.probability_to_tokens(torch.sigmoid(raw[:, 0])))
+
+        outputs = []
+        for i, raw in enumerate(raw_outputs):
+            s = self.config.strides[i]
+            out = decode_outputs(raw[..., : math.ceil(H / s), : math.ceil(W / s)], self.config.photon_scale)
+            out["stride"] = s
+            outputs.append(out)
+        return outputs
+
+    def forward(self, x: torch.Tensor, teacher_tokens=None, num_levels: int | None = None, perturb=None):
+        """Every progressive level's outputs (a list of dicts, coarse to fine)."""
+        n = len(self.config.patch_nums) if num_levels is None else num_levels
+        return self._run(x, n, teacher_tokens=teacher_tokens, perturb=perturb)
+
+    def autoregressive_inference(self, x: torch.Tensor, target_resolution) -> list[dict]:
+        """Run the chain until the grid reaches ``target_resolution`` (int for square input or
+        (h, w)); e.g. a 40x40 input with target 80 gives 2x super-resolution."""
+        H, W = x.shape[-2:]
+        target = (target_resolution, target_resolution) if isinstance(target_resolution, int) else target_resolution
+        for k, s in enumerate(self.config.strides):
+            if (math.ceil(H / s), math.ceil(W / s)) == tuple(target):
+                return self._run(x, k + 1)
+        supported = ", ".join(f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in self.config.strides)
+        raise InputError(f"target resolution {target} is not reachable for a {H}x{W} input; choose from {supported}")
+
+    def tokens_from_outputs(self, outputs) -> list[torch.Tensor]:
+        return [self.quantizer.probability_to_tokens(torch.sigmoid(o["logits"])) for o in outputs]

@@ -1,0 +1,278 @@
+"""Training from simulation, on the model's device, as a generator of progress events.
+
+Every step simulates a fresh batch with the user's camera and PSF (simulate.simulate_batch, in
+torch, so a GPU trains at full speed), runs the next-scale chain with teacher forcing, and
+guards against exposure bias by feeding part of each level with the model's own predictions
+(a no-grad pass, as Infinity's self-correction does) and by random token flips.
+Validation on fixed seeded movies picks the detection threshold and rewrites the checkpoint
+atomically, so cancelling keeps the last good model.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .camera import Camera
+from .checkpoint import EmitterModel, load_checkpoint, read_payload, save_checkpoint
+from .errors import InputError
+from .metrics import evaluate
+from .model.config import preset
+from .model.loss import VAREmitterLoss, occupancy_targets
+from .model.var import TrueVAREmitterPredictor
+from .predict import predict, resolve_device
+from .simulate import SimulationConfig, simulate_batch, simulate_movie
+
+VALIDATION_SEEDS = (5000, 5001)  # never used by the benchmark (>= 10000) nor by training batches
+THRESHOLDS = tuple(np.round(np.arange(0.2, 0.95, 0.05), 2))
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "default"
+    model: dict = field(default_factory=dict)  # overrides of the preset's ModelConfig
+    camera: Camera = field(default_factory=Camera)
+    psf_sigma_nm: tuple[float, float] = (100.0, 150.0)
+    photons: tuple[float, float] = (200.0, 10000.0)
+    density_per_um2: tuple[float, float] = (0.0, 3.0)  # drawn per batch
+    background_photons: tuple[float, float] = (10.0, 150.0)
+    background_variation: float = 0.3
+    filament_fraction: float = 0.5  # batches with emitters on filaments rather than uniform
+    frame_size: int = 64
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 2.0
+    scale_weights: tuple[float, ...] = (0.5, 0.7, 0.9, 1.0)
+    sr_fraction: float = 0.25  # batches that also train the super-resolution level(s)
+    self_correct_fraction: float = 0.5  # batches fed partly with the model's own tokens
+    flip_rate: float = 0.02
+    val_every: int = 250
+    val_frames: int = 32
+    seed: int = 0
+    device: str = "auto"
+    out: str = "model.pt"
+    init_from: str | None = None  # None, "bundled" or a checkpoint path
+    resume: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["camera"] = self.camera.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise InputError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        values = dict(values)
+        if isinstance(values.get("camera"), dict):
+            values["camera"] = Camera.from_dict(values["camera"])
+        for key in ("psf_sigma_nm", "photons", "density_per_um2", "background_photons", "scale_weights"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    val: dict | None = None  # validation metrics, when this step validated
+    checkpoint: str | None = None  # the checkpoint written at this step
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _simulation(cfg: TrainConfig, rng: random.Random, structure: str | None = None) -> SimulationConfig:
+    return SimulationConfig(
+        frame_size=(cfg.frame_size, cfg.frame_size),
+        density_per_um2=rng.uniform(*cfg.density_per_um2),
+        photons=cfg.photons,
+        psf_sigma_nm=cfg.psf_sigma_nm,
+        psf_sigma_jitter=0.05,
+        background_photons=cfg.background_photons,
+        background_variation=rng.uniform(0, cfg.background_variation),
+        structure=structure or ("filaments" if rng.random() < cfg.filament_fraction else "uniform"),
+        camera=cfg.camera,
+    )
+
+
+def validation_movies(cfg: TrainConfig, device) -> list:
+    """Fixed seeded movies: sparse and dense, over the training photon range."""
+    movies = []
+    for seed, density in zip(VALIDATION_SEEDS, (0.3, 2.0)):
+        sim = SimulationConfig(
+            frame_size=(cfg.frame_size, cfg.frame_size),
+            density_per_um2=density,
+            photons=cfg.photons,
+            psf_sigma_nm=(float(np.mean(cfg.psf_sigma_nm)),) * 2,
+            background_photons=cfg.background_photons,
+            camera=cfg.camera,
+        )
+        movies.append(simulate_movie(sim, cfg.val_frames, seed=seed, device=device))
+    return movies
+
+
+def validate(model: EmitterModel, movies, device) -> tuple[float, dict]:
+    """Best threshold (mean JI over the movies) and the metrics at it."""
+    px = model.camera.pixel_size_nm
+    results = [
+        predict(m.frames.cpu().numpy(), model, model.camera, threshold=min(THRESHOLDS), device=device)
+        for m in movies
+    ]
+    best = None
+    for th in THRESHOLDS:
+        reports = [
+            evaluate(r.localizations.subset(r.localizations.probability > th), m.truth, px)
+            for r, m in zip(results, movies)
+        ]
+        score = float(np.mean([rep.jaccard for rep in reports]))
+        if best is None or score > best[0]:
+            best = (score, float(th), reports)
+    _, threshold, reports = best
+    metrics = {"threshold": threshold}
+    for name, rep in zip(("sparse", "dense"), reports):
+        metrics.update({f"{name}_jaccard": rep.jaccard, f"{name}_rmse_nm": rep.rmse_nm, f"{name}_efficiency": rep.efficiency})
+    return threshold, metrics
+
+
+def _teacher_tokens(net, emitters, batch, grids, strides, cfg, rng, x, num_levels):
+    """Ground-truth tokens per level, partly replaced by the model's own and randomly flipped."""
+    V = net.config.vocab_size
+    tokens = [(occ * (V - 1)).long() for occ in occupancy_targets(emitters, batch, grids, strides)]
+    if rng.random() < cfg.self_correct_fraction:
+        with torch.no_grad():
+            own = net.tokens_from_outputs(net(x, teacher_tokens=tokens, num_levels=num_levels))
+        for k in range(num_levels - 1):
+            take = torch.rand(tokens[k].shape, device=x.device) < rng.uniform(0.0, 0.5)
+            tokens[k] = torch.where(take, own[k], tokens[k])
+    for k in range(num_levels - 1):
+        flip = torch.rand(tokens[k].shape, device=x.device) < cfg.flip_rate
+        random_tokens = torch.randint(0, V, tokens[k].shape, device=x.device)
+        tokens[k] = torch.where(flip, random_tokens, tokens[k])
+    return tokens
+
+
+def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]:
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed + 1)
+
+    # 1. model: new, fine-tuned from a checkpoint, or resumed
+    start_step, train_state = 0, None
+    if cfg.resume and Path(cfg.out).is_file():
+        payload = read_payload(cfg.out)
+        model = load_checkpoint(cfg.out, device)
+        train_state = payload.get("train_state")
+        start_step = int(train_state["step"]) if isinstance(train_state, dict) else 0
+    elif cfg.init_from:
+        model = load_checkpoint(None if cfg.init_from == "bundled" else cfg.init_from, device)
+    else:
+        net = TrueVAREmitterPredictor(preset(cfg.preset, **cfg.model))
+        model = EmitterModel(net=net, camera=cfg.camera)
+    model.camera = cfg.camera
+    model.psf_sigma_nm = float(np.mean(cfg.psf_sigma_nm))
+    net = model.net.to(device).train()
+    ncfg = net.config
+    if cfg.frame_size % ncfg.pad_multiple:
+        raise InputError(f"frame_size must be a multiple of {ncfg.pad_multiple} for this model")
+    n_prog = len(ncfg.patch_nums)
+    weights = cfg.scale_weights if ncfg.chain else (0.0,) * (n_prog - 1) + (1.0,)
+    loss_fn = VAREmitterLoss(scale_weights=weights)
+
+    # 2. optimiser (AdamW as VAR: betas 0.9/0.95, no decay on gains, biases, embeddings)
+    decay = [p for n, p in net.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in net.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    if isinstance(train_state, dict) and "optimizer" in train_state:
+        optimizer.load_state_dict(train_state["optimizer"])
+    autocast = device.type == "cuda"
+    val_movies = validation_movies(cfg, device)
+    window = ncfg.frame_window
+    t_start = time.time()
+
+    for step in range(start_step, cfg.steps):
+        lr = _lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # 3. a fresh simulated batch
+        batch = simulate_batch(_simulation(cfg, rng), cfg.batch_size, window=window, generator=generator, device=device)
+        x = cfg.camera.adu_to_photons(batch.frames)  # (B, window, H, W) photons
+        emitters = batch.emitters[batch.emitters[:, 1] == window // 2]
+        background = batch.background[:, window // 2]
+        num_levels = n_prog + (ncfg.extra_levels if rng.random() < cfg.sr_fraction else 0)
+        Hp = cfg.frame_size
+        grids = net.level_grids(Hp, Hp, num_levels)
+        strides = ncfg.strides[:num_levels]
+        loc_levels = list(range(n_prog - 1, num_levels))
+        # 4. teacher forcing with the exposure-bias guard, then the loss
+        with torch.autocast("cuda", torch.bfloat16, enabled=autocast):
+            tokens = _teacher_tokens(net, emitters, cfg.batch_size, grids, strides, cfg, rng, x, num_levels)
+            outputs = net(x, teacher_tokens=tokens, num_levels=num_levels)
+        loss, parts = loss_fn(outputs, emitters, background, loc_levels)
+        if not torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            yield TrainProgress(step + 1, cfg.steps, float("nan"), lr)
+            continue  # a non-finite loss never reaches the weights
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+        # 5. validation, threshold, checkpoint
+        val, ckpt = None, None
+        if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+            net.eval()
+            model.threshold, val = validate(model, val_movies, device)
+            net.train()
+            val["step"] = step + 1
+            model.meta = {
+                "train_config": cfg.to_dict(),
+                "step": step + 1,
+                "validation": val,
+                "train_seconds": round(time.time() - t_start, 1),
+                "hardware": f"{platform.machine()} {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
+                f", torch {torch.__version__}, {torch.get_num_threads()} threads",
+            }
+            state = {"step": step + 1, "optimizer": optimizer.state_dict()}
+            ckpt = str(save_checkpoint(cfg.out, model, extra={"train_state": state}))
+        yield TrainProgress(step + 1, cfg.steps, float(loss.detach()), lr, val, ckpt)
+    net.eval()
+    return model
+
+
+def train(cfg: TrainConfig, callback=None) -> EmitterModel:
+    """Run :func:`iter_train` to the end; ``callback(TrainProgress)`` on each step."""
+    gen = iter_train(cfg)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(event)
