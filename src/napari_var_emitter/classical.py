@@ -30,7 +30,7 @@ from .io import as_frames
 from .localizations import Localizations
 
 DEFAULT_PSF_SIGMA_PX = 1.2  # start value and filter width when the PSF width is not given
-DEFAULT_THRESHOLD = 5.0  # in units of the filtered frame's robust noise
+DEFAULT_THRESHOLD = 4.0  # in units of the filtered frame's robust noise
 _CHUNK_PIXELS = 2**21  # frames per chunk = this / (H * W): bounds the memory of the filters
 _N_ITER = 30
 
@@ -276,12 +276,15 @@ def _localize_chunk(photons_THW, camera, sigma0, threshold, box, sigma_range, fr
     cy = (py - y0).to(torch.float64)
     ok = torch.isfinite(theta).all(dim=1)
     ok &= ((x_b - cx).abs() <= r + 0.5) & ((y_b - cy).abs() <= r + 0.5)
+    # Inside the frame (pixel i covers [i - 0.5, i + 0.5)): light from emitters beyond the edge is not theirs.
+    xf, yf = x0 + x_b, y0 + y_b
+    ok &= (xf >= -0.5) & (xf < W - 0.5) & (yf >= -0.5) & (yf < H - 0.5)
     ok &= (s >= sigma_range[0] * sigma0) & (s <= sigma_range[1] * sigma0)
     ok &= n > 1.0
     idx = torch.nonzero(ok).squeeze(1)
 
-    x = (x0[idx] + x_b[idx]).numpy()
-    y = (y0[idx] + y_b[idx]).numpy()
+    x = xf[idx].numpy()
+    y = yf[idx].numpy()
     frame = (t[idx] + frame_offset).numpy()
     n, b, s = n[idx].numpy(), b[idx].numpy(), s[idx].numpy()
     score = snr[idx].to(torch.float64).numpy()

@@ -88,7 +88,8 @@ def as_frames(array, *, min_size: int = MIN_FRAME_SIZE, name: str = "frames") ->
         raise InputError(
             f"{name}: frames of {arr.shape[1]}x{arr.shape[2]} px are too small (at least {min_size}x{min_size})"
         )
-    out = np.asarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(arr, dtype=np.float32)
     if np.issubdtype(arr.dtype, np.floating):  # checked after the cast: float64 can overflow float32
         if not np.isfinite(out).all():
             raise InputError(f"{name}: the image holds NaN or infinite values")

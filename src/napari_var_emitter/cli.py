@@ -1,0 +1,246 @@
+"""The ``napari-var-emitter`` command (CONVENTIONS section 5).
+
+Subcommands: ``predict``, ``simulate``, ``evaluate`` (and ``train``, added in its own section
+below). Each has a ``_add_<name>(subparsers)`` that builds its parser and a ``_run_<name>(args)``
+that does the work and returns the exit code.
+
+Any :class:`VarEmitterError` (bad input, bad model file, bad CSV) or ``OSError`` ends the command
+with one line ``napari-var-emitter: error: <message>`` on stderr and exit code 2; output files are
+written atomically, so a failed run leaves none behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .camera import Camera
+from .errors import InputError, VarEmitterError
+
+PROG = "napari-var-emitter"
+EXIT_ERROR = 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared options
+
+
+def _add_camera_flags(parser: argparse.ArgumentParser) -> None:
+    d = Camera()
+    group = parser.add_argument_group("camera (CONVENTIONS section 2; defaults: SMLM challenge 2016 EMCCD)")
+    group.add_argument("--pixel-size-nm", type=float, default=d.pixel_size_nm, help="pixel size [nm]")
+    group.add_argument("--baseline", type=float, default=d.baseline, help="camera offset [ADU]")
+    group.add_argument("--e-per-adu", type=float, default=d.e_per_adu, help="electrons per ADU")
+    group.add_argument("--em-gain", type=float, default=d.em_gain, help="EM gain (1 for sCMOS/CCD)")
+    group.add_argument("--qe", type=float, default=d.qe, help="quantum efficiency (0..1]")
+    group.add_argument("--read-noise-e", type=float, default=d.read_noise_e, help="read noise [e-]")
+
+
+def _camera(args: argparse.Namespace) -> Camera:
+    return Camera(
+        pixel_size_nm=args.pixel_size_nm,
+        baseline=args.baseline,
+        e_per_adu=args.e_per_adu,
+        em_gain=args.em_gain,
+        qe=args.qe,
+        read_noise_e=args.read_noise_e,
+    )
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# predict
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="localize emitters in a TIFF stack and write a ThunderSTORM CSV")
+    p.add_argument("frames", metavar="FRAMES", help="TIFF stack (T, Y, X) or single frame, in ADU")
+    p.add_argument("--out", required=True, metavar="LOCS.csv", help="output CSV (CONVENTIONS section 3)")
+    p.add_argument(
+        "--model", default=None, metavar="PATH|classical",
+        help="model file (default: the bundled VAR weights), or 'classical' for the Gaussian-fit baseline",
+    )
+    p.add_argument("--mode", choices=("progressive", "super_resolution"), default="progressive")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="detection threshold (VAR: probability; classical: multiples of the filtered noise)")
+    p.add_argument("--psf-sigma-nm", type=float, default=None, help="classical only: PSF sigma [nm]")
+    p.add_argument("--quiet", action="store_true", help="no summary line on stderr")
+    _add_camera_flags(p)
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from .io import as_frames, read_frames
+    from .localizations import to_csv
+
+    camera = _camera(args)
+    out = Path(args.out)
+    if not out.parent.is_dir() and str(out.parent) != "":
+        raise InputError(f"output folder {out.parent} does not exist")
+    frames = read_frames(args.frames)
+    start = time.perf_counter()
+    if args.model == "classical":
+        from . import classical
+
+        kwargs = {}
+        if args.threshold is not None:
+            kwargs["threshold"] = args.threshold
+        if args.psf_sigma_nm is not None:
+            kwargs["psf_sigma_px"] = args.psf_sigma_nm / camera.pixel_size_nm
+        locs = classical.localize(as_frames(frames), camera, **kwargs)
+        where = "classical"
+    else:
+        from .predict import load_model, predict
+
+        as_frames(frames[:1])  # checks dtype, shape and size before loading the model
+        model = load_model(args.model, device="cpu")
+        result = predict(frames, model, camera, mode=args.mode, threshold=args.threshold, device=args.device)
+        locs = result.localizations
+        where = f"VAR on {result.device}"
+    elapsed = time.perf_counter() - start
+    to_csv(locs, out, camera.pixel_size_nm)
+    n_frames = frames.shape[0]
+    _say(args, f"{len(locs)} localizations in {n_frames} frames, {elapsed:.2f} s "
+               f"({n_frames / max(elapsed, 1e-9):.0f} frames/s, {where}) -> {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# simulate
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="simulate an SMLM movie: frames.tif, truth.csv, camera/simulation JSON")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--frames", type=int, default=100, help="number of frames")
+    p.add_argument("--size", type=int, nargs="+", default=[64], metavar=("H", "W"), help="frame size H [W] px")
+    p.add_argument("--density", type=float, default=0.3, help="emitters ON per frame per square micrometre")
+    p.add_argument("--photons", type=float, nargs=2, default=(1000.0, 8000.0), metavar=("LO", "HI"))
+    p.add_argument("--psf-sigma-nm", type=float, default=120.0, help="Gaussian PSF sigma [nm]")
+    p.add_argument("--background", type=float, nargs=2, default=(20.0, 100.0), metavar=("LO", "HI"),
+                   help="background photons per pixel per frame (uniform per movie)")
+    p.add_argument("--structure", choices=("uniform", "filaments"), default="uniform")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    _add_camera_flags(p)
+    p.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from .simulate import SimulationConfig, simulate_movie, write_movie
+
+    if len(args.size) not in (1, 2):
+        raise InputError(f"--size takes H or H W, got {len(args.size)} numbers")
+    h, w = (args.size[0], args.size[0]) if len(args.size) == 1 else tuple(args.size)
+    config = SimulationConfig(
+        frame_size=(h, w),
+        density_per_um2=args.density,
+        photons=tuple(args.photons),
+        psf_sigma_nm=(args.psf_sigma_nm, args.psf_sigma_nm),
+        background_photons=tuple(args.background),
+        structure=args.structure,
+        camera=_camera(args),
+    )
+    movie = simulate_movie(config, args.frames, seed=args.seed)
+    out = write_movie(movie, args.out_dir)
+    _say(args, f"{args.frames} frames of {h}x{w} px, {len(movie.truth)} emitters -> {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="compare localizations with a ground truth (SMLM challenge metrics)")
+    p.add_argument("truth", metavar="TRUTH.csv")
+    p.add_argument("locs", metavar="LOCS.csv")
+    p.add_argument("--pixel-size-nm", type=float, default=100.0)
+    p.add_argument("--tolerance-nm", type=float, default=250.0, help="matching radius [nm]")
+    p.add_argument("--match", choices=("hungarian", "greedy"), default="hungarian")
+    p.set_defaults(run=_run_evaluate)
+
+
+def format_report(report) -> str:
+    """A two-column text table of a MetricReport's numbers."""
+    rows = [
+        ("Jaccard index [%]", "jaccard"),
+        ("RMSE lateral [nm]", "rmse_nm"),
+        ("efficiency E [%]", "efficiency"),
+        ("recall", "recall"),
+        ("precision", "precision"),
+        ("bias x [nm]", "bias_x_nm"),
+        ("bias y [nm]", "bias_y_nm"),
+        ("RMSE / CRLB", "rmse_over_crlb"),
+        ("true positives", "tp"),
+        ("false positives", "fp"),
+        ("false negatives", "fn"),
+    ]
+    lines = []
+    for label, name in rows:
+        value = getattr(report, name, None)
+        if value is None:
+            continue
+        text = f"{value:d}" if isinstance(value, int) else f"{float(value):.4g}"
+        lines.append(f"{label:<20} {text:>10}")
+    return "\n".join(lines)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .localizations import read_csv
+    from .metrics import evaluate
+
+    if not args.tolerance_nm > 0:
+        raise InputError(f"--tolerance-nm must be > 0, got {args.tolerance_nm}")
+    truth = read_csv(args.truth, args.pixel_size_nm)
+    locs = read_csv(args.locs, args.pixel_size_nm)
+    report = evaluate(locs, truth, args.pixel_size_nm, tolerance_nm=args.tolerance_nm, method=args.match)
+    print(f"{len(locs)} localizations vs {len(truth)} true emitters, {args.match} matching "
+          f"within {args.tolerance_nm:g} nm")
+    print(format_report(report))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# train (added by the training module's owner: an _add_train(sub) that sets run=_run_train)
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry point
+
+SUBCOMMANDS = [_add_predict, _add_simulate, _add_evaluate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="SMLM emitter localization with a VAR model")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except VarEmitterError as exc:
+        message = str(exc)
+    except OSError as exc:
+        message = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
