@@ -46,7 +46,7 @@ def test_points_write_read_round_trip(make_napari_viewer, tmp_path):
 
     reader = get_reader(str(path))
     assert reader is not None
-    (data, kwargs, layer_type), = reader(str(path), pixel_size_nm=160.0)
+    ((data, kwargs, layer_type),) = reader(str(path), pixel_size_nm=160.0)
     assert layer_type == "points"
     np.testing.assert_allclose(data, layer.data, rtol=0, atol=1e-9)
     for name in layer.features.columns:

@@ -13,7 +13,9 @@ SAMPLE_FRAMES = 30
 SAMPLE_SEED = 2016
 
 
-def simulated_movie(n_frames: int = SAMPLE_FRAMES, frame_size: int = SAMPLE_FRAME_SIZE, seed: int = SAMPLE_SEED):
+def simulated_movie(
+    n_frames: int = SAMPLE_FRAMES, frame_size: int = SAMPLE_FRAME_SIZE, seed: int = SAMPLE_SEED
+):
     """The sample's ``Movie`` (frames ``(T, H, W)`` ADU, truth ``Localizations``) and its camera."""
     from .simulate import SimulationConfig, simulate_movie
 

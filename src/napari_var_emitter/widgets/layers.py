@@ -205,7 +205,9 @@ def result_layers(
 ) -> list[LayerDataTuple]:
     """All layers of a ``PredictionResult``: its maps (coarse to fine), the render, the points."""
     layers = [
-        map_layer(result.maps[level], source, input_scale, input_translate, ndim=ndim, frame_start=frame_start)
+        map_layer(
+            result.maps[level], source, input_scale, input_translate, ndim=ndim, frame_start=frame_start
+        )
         for level in sorted(result.maps)
     ]
     if render_factor:

@@ -50,3 +50,8 @@ class Session:
 
 
 SESSION = Session()
+
+
+def disconnect_when_destroyed(qobject, signal, slot) -> None:
+    """Disconnect ``slot`` from a session ``signal`` when ``qobject`` (a widget) is destroyed."""
+    qobject.destroyed.connect(lambda *_: signal.disconnect(slot, missing_ok=True))
