@@ -1,0 +1,114 @@
+"""napari-var-emitter command: simulate -> predict (classical) -> evaluate, and one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_var_emitter.cli import build_parser, main
+from napari_var_emitter.localizations import THUNDERSTORM_HEADER, read_csv
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    rc = main(["simulate", str(out), "--frames", "8", "--size", "48", "40", "--density", "0.3",
+               "--photons", "2000", "5000", "--background", "40", "60", "--seed", "11", "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_simulate_writes_movie(sim_dir):
+    frames = tifffile.imread(sim_dir / "frames.tif")
+    assert frames.shape == (8, 48, 40) and frames.dtype == np.uint16
+    assert (sim_dir / "truth.csv").exists() and (sim_dir / "camera.json").exists()
+
+
+def test_round_trip(sim_dir, capsys):
+    out = sim_dir / "locs.csv"
+    rc = main(["predict", str(sim_dir / "frames.tif"), "--out", str(out), "--model", "classical"])
+    assert rc == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "localizations in 8 frames" in err[0]
+    header = out.read_text().splitlines()[0]
+    assert header.startswith(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER))
+    locs, truth = read_csv(out, 100.0), read_csv(sim_dir / "truth.csv", 100.0)
+    assert len(locs) > 0.7 * len(truth)
+
+    assert main(["evaluate", str(sim_dir / "truth.csv"), str(out), "--match", "greedy"]) == 0
+    table = capsys.readouterr().out
+    jaccard = float(next(line for line in table.splitlines() if line.startswith("Jaccard")).split()[-1])
+    assert jaccard > 60
+
+
+def test_quiet_predict(sim_dir, capsys):
+    out = sim_dir / "quiet.csv"
+    assert main(["predict", str(sim_dir / "frames.tif"), "--out", str(out), "--model", "classical",
+                 "--quiet", "--threshold", "6", "--em-gain", "300"]) == 0
+    assert capsys.readouterr().err == ""
+    assert out.exists()
+
+
+def _one_error_line(capsys):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("napari-var-emitter: error: ")
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_text("not an image"), "TIFF"),
+        (lambda p: tifffile.imwrite(p, np.zeros((40, 40, 3), np.uint8), photometric="rgb"), "RGB"),
+        (lambda p: tifffile.imwrite(p, np.full((2, 16, 16), np.nan, np.float32)), "NaN"),
+        (lambda p: tifffile.imwrite(p, np.zeros((4, 4), np.uint16)), "too small"),
+    ],
+)
+def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, make, message):
+    frames = tmp_path / "in.tif"
+    make(frames)
+    out = tmp_path / "out.csv"
+    rc = main(["predict", str(frames), "--out", str(out), "--model", "classical"])
+    assert rc == 2
+    assert message in _one_error_line(capsys)
+    assert not out.exists()
+    assert list(tmp_path.glob(".out.csv*")) == []  # no temporary file left
+
+
+def test_bad_camera_and_missing_model(sim_dir, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(sim_dir / "frames.tif"), "--out", str(out), "--qe", "2"]) == 2
+    assert "qe" in _one_error_line(capsys)
+    assert main(["predict", str(sim_dir / "frames.tif"), "--out", str(out), "--model",
+                 str(tmp_path / "missing.pt")]) == 2
+    _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_evaluate_bad_csv(sim_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert main(["evaluate", str(sim_dir / "truth.csv"), str(bad)]) == 2
+    assert "lacks the column" in _one_error_line(capsys)
+
+
+def test_parser_has_one_builder_per_subcommand():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert {"predict", "simulate", "evaluate"} <= set(sub.choices)
+
+
+def test_console_script_subprocess(sim_dir, tmp_path):
+    out = tmp_path / "locs.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_var_emitter.cli", "predict", str(tmp_path / "nope.tif"), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"napari-var-emitter: error: no such file: {tmp_path / 'nope.tif'}"
+    assert not out.exists()
