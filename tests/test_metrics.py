@@ -67,9 +67,11 @@ def test_greedy_loses_a_pair_that_hungarian_keeps():
     truth = locs([0, 0], [10.0, 14.0], [5.0, 5.0])
     pred = locs([0, 0], [11.9, 8.0], [5.0, 5.0])
     p, t = match(pred, truth, PX, method="hungarian")
-    assert sorted(zip(p.tolist(), t.tolist())) == [(0, 1), (1, 0)]
+    assert sorted(zip(p.tolist(), t.tolist(), strict=True)) == [(0, 1), (1, 0)]
     p, t = match(pred, truth, PX, method="greedy")
-    assert list(zip(p.tolist(), t.tolist())) == [(0, 0)]  # nearest first takes P0-T0, stranding P1
+    assert list(zip(p.tolist(), t.tolist(), strict=True)) == [
+        (0, 0)
+    ]  # nearest first takes P0-T0, stranding P1
     assert evaluate(pred, truth, PX, method="greedy").jaccard == pytest.approx(100 / 3)
     assert evaluate(pred, truth, PX, method="hungarian").jaccard == pytest.approx(100.0)
 
@@ -79,9 +81,9 @@ def test_hungarian_minimises_total_distance_where_greedy_does_not():
     truth = locs([3, 3], [0.0, 1.0], [0.0, 0.0])
     pred = locs([3, 3], [0.6, 1.6], [0.0, 0.0])
     p, t = match(pred, truth, PX)
-    assert sorted(zip(p.tolist(), t.tolist())) == [(0, 0), (1, 1)]  # 60 + 60 nm
+    assert sorted(zip(p.tolist(), t.tolist(), strict=True)) == [(0, 0), (1, 1)]  # 60 + 60 nm
     p, t = match(pred, truth, PX, method="greedy")
-    assert sorted(zip(p.tolist(), t.tolist())) == [(0, 1), (1, 0)]  # 40 first, then 160 nm
+    assert sorted(zip(p.tolist(), t.tolist(), strict=True)) == [(0, 1), (1, 0)]  # 40 first, then 160 nm
 
 
 def test_perfect_prediction_and_empty_cases():
