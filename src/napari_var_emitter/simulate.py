@@ -462,8 +462,9 @@ def simulate_movie(
         raise InputError("config must be a SimulationConfig")
     if n_frames < 1:
         raise InputError(f"n_frames must be >= 1, got {n_frames}")
+    device = torch.device(device)
     generator = _make_generator(seed, device)
-    expected, background, rows, _ = _simulate(config, 1, int(n_frames), generator, generator.device)
+    expected, background, rows, _ = _simulate(config, 1, int(n_frames), generator, device)
     frames = apply_camera(expected[0], config.camera, generator)  # (T, H, W)
     background = background[0].float()  # (T, H, W)
 
