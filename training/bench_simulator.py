@@ -1,6 +1,6 @@
 """Throughput of the training simulator: frames/s of ``simulate_batch`` (64 x 64 frames, ~12 emitters each).
 
-python training/bench_simulator.py [--device cpu] [--seconds 3]
+python training/bench_simulator.py [--device cpu] [--seconds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is fastest on a busy CPU",
+    )
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     generator = torch.Generator(device=args.device).manual_seed(0)
     print(f"device {args.device}, torch threads {torch.get_num_threads()}")
     print(f"{'structure':<10} {'batch':>5} {'window':>6} {'emitters/frame':>14} {'frames/s':>9}")
