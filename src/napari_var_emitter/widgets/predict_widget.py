@@ -442,8 +442,10 @@ class PredictWidget(QWidget):
         )
 
     def _on_errored(self, exc: Exception) -> None:
-        # napari's worker relays the exception to the notification manager; say so here too
+        # napari's GeneratorWorker does not relay worker errors to the notifications by itself
+        # (its notifying mixin is never initialised under PyQt6, napari 0.9.2): do it here.
         self.status.setText(f"failed: {exc}")
+        show_error(f"Predict emitters failed: {exc}")
 
     def _on_aborted(self) -> None:
         self.status.setText("cancelled")

@@ -29,7 +29,18 @@ if TYPE_CHECKING:
     import napari
 
 DEFAULT_OUT = Path.home() / "napari-var-emitter-models" / "model.pt"
-_METRIC_ORDER = ("jaccard", "rmse_nm", "rmse", "efficiency", "recall", "precision", "loss")
+_METRIC_ORDER = (
+    "jaccard",
+    "sparse_jaccard",
+    "dense_jaccard",
+    "rmse_nm",
+    "sparse_rmse_nm",
+    "dense_rmse_nm",
+    "efficiency",
+    "recall",
+    "precision",
+    "threshold",
+)
 
 
 class LossCurve(QWidget):
@@ -282,8 +293,10 @@ class TrainWidget(QWidget):
         self.status.setText(f"step {event.step}/{event.total_steps}, loss {event.loss:.4g}")
 
     def _on_errored(self, exc: Exception) -> None:
-        # napari's worker relays the exception itself to the notifications
+        # napari's GeneratorWorker does not relay worker errors to the notifications by itself
+        # (its notifying mixin is never initialised under PyQt6, napari 0.9.2): do it here.
         self.status.setText(f"training failed: {exc}")
+        show_error(f"Train model failed: {exc}")
 
     def _on_aborted(self) -> None:
         out = Path(self.cfg.out)

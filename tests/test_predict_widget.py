@@ -1,0 +1,270 @@
+"""Dock widget "Predict emitters", driven as a person would: choose, press, wait, look at the layers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_var_emitter.camera import Camera
+from napari_var_emitter.checkpoint import EmitterModel, bundled_path, save_checkpoint
+from napari_var_emitter.localizations import read_csv
+from napari_var_emitter.model.config import ModelConfig
+from napari_var_emitter.model.var import TrueVAREmitterPredictor
+from napari_var_emitter.widgets.predict_widget import CHECKPOINT_FILE
+from napari_var_emitter.widgets.session import SESSION
+
+PLUGIN = "napari-var-emitter"
+SAMPLE = "Simulated SMLM movie"
+TIMEOUT_MS = 180_000
+# Measured on the sample (64x64, 30 frames, filaments, seed 2016) with the bundled weights:
+# see test_bundled_model_finds_the_sample_emitters for the value; the bound leaves a margin.
+MIN_SAMPLE_JACCARD = 50.0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    SESSION.clear()
+    yield
+    SESSION.clear()
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """An untrained model file: enough to check the widget's mechanics without the bundled weights."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "random.pt"
+    save_checkpoint(path, EmitterModel(net=TrueVAREmitterPredictor(ModelConfig()), threshold=0.5))
+    return path
+
+
+def _errors_since(start: int) -> list[str]:
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    return [
+        str(n.message)
+        for n in notification_manager.records[start:]
+        if n.severity == NotificationSeverity.ERROR
+    ]
+
+
+def _n_records() -> int:
+    from napari.utils.notifications import notification_manager
+
+    return len(notification_manager.records)
+
+
+def _open(make_napari_viewer, sample=True):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict emitters")
+    if sample:
+        viewer.open_sample(PLUGIN, "simulated_smlm_movie")
+    return viewer, widget
+
+
+def _use_checkpoint(widget, path):
+    widget.model.value = CHECKPOINT_FILE
+    widget.checkpoint.value = path
+
+
+def _predict(qtbot, widget):
+    widget.run_button.click()
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+
+def _outputs(viewer, name=SAMPLE):
+    return [
+        layer
+        for layer in viewer.layers
+        if layer.name.startswith(f"{name} ") and "ground truth" not in layer.name
+    ]
+
+
+def test_camera_prefilled_from_the_sample(make_napari_viewer):
+    viewer, widget = _open(make_napari_viewer)
+    assert widget.image.value is viewer.layers[SAMPLE]
+    assert widget.camera() == Camera.from_dict(viewer.layers[SAMPLE].metadata["camera"])
+    assert widget.last_frame.value == viewer.layers[SAMPLE].data.shape[0] - 1
+    # a layer with physical units gives its pixel size
+    layer = viewer.add_image(np.zeros((2, 32, 32), np.float32), name="um", scale=(1, 0.16, 0.16))
+    layer.units = ("pixel", "um", "um")
+    widget.image.value = layer
+    assert widget.camera_widgets["pixel_size_nm"].value == pytest.approx(160.0)
+
+
+def test_maps_points_and_render_geometry(make_napari_viewer, qtbot, random_checkpoint):
+    viewer, widget = _open(make_napari_viewer)
+    _use_checkpoint(widget, random_checkpoint)
+    assert list(widget.scales.choices) == ["8x8", "16x16", "32x32", "64x64"]
+    movie = viewer.layers[SAMPLE]
+    movie.scale = (1.0, 2.0, 2.0)  # the input's own geometry must be honoured
+    movie.translate = (0.0, 10.0, -4.0)
+    widget.threshold.value = 0.05
+    widget.first_frame.value, widget.last_frame.value = 2, 5
+    _predict(qtbot, widget)
+    assert "device: cpu" in widget.status.text() or "device: cuda" in widget.status.text()
+
+    maps = {layer.name: layer for layer in _outputs(viewer) if "probability" in layer.name}
+    assert sorted(maps) == sorted(f"{SAMPLE} probability {n}" for n in ("8x8", "16x16", "32x32", "64x64"))
+    for size in (8, 16, 32, 64):
+        layer = maps[f"{SAMPLE} probability {size}x{size}"]
+        f = 64 / size
+        assert layer.data.shape == (4, size, size)
+        np.testing.assert_allclose(layer.scale, [1.0, 2.0 * f, 2.0 * f])
+        # CONVENTIONS section 1: translate = t + s * (f - 1) / 2; frames start at the range's first
+        np.testing.assert_allclose(layer.translate, [2.0, 10.0 + (f - 1), -4.0 + (f - 1)])
+        assert np.all((layer.data >= 0) & (layer.data <= 1))
+
+    render = viewer.layers[f"{SAMPLE} super-resolution"]
+    assert render.data.shape == (512, 512)
+    np.testing.assert_allclose(render.scale, [0.25, 0.25])
+    np.testing.assert_allclose(render.translate, [10.0 + 2 * (0.125 - 1) / 2, -4.0 + 2 * (0.125 - 1) / 2])
+
+    points = viewer.layers[f"{SAMPLE} emitters"]
+    np.testing.assert_allclose(points.scale, movie.scale)
+    np.testing.assert_allclose(points.translate, movie.translate)
+    assert points.data.shape[1] == 3
+    for column in ("probability", "photons", "background", "uncertainty", "frame"):
+        assert column in points.features.columns
+    if len(points.data):
+        assert set(np.unique(points.data[:, 0])) <= {2.0, 3.0, 4.0, 5.0}
+        np.testing.assert_array_equal(points.data[:, 0], points.features["frame"].to_numpy())
+        assert points.features["probability"].min() >= 0.05
+
+
+def test_rerun_replaces_layers_and_super_resolution_map(make_napari_viewer, qtbot, random_checkpoint):
+    viewer, widget = _open(make_napari_viewer)
+    _use_checkpoint(widget, random_checkpoint)
+    widget.last_frame.value = 1
+    _predict(qtbot, widget)
+    n_layers = len(viewer.layers)
+    _predict(qtbot, widget)
+    assert len(viewer.layers) == n_layers  # same names: replaced, not duplicated
+
+    widget.sr_factor.value = 2
+    assert "128x128" in widget.scales.choices
+    widget.scales.value = ["8x8", "128x128"]
+    _predict(qtbot, widget)
+    maps = [layer for layer in _outputs(viewer) if "probability" in layer.name]
+    assert sorted(layer.name for layer in maps) == [
+        f"{SAMPLE} probability 128x128",
+        f"{SAMPLE} probability 8x8",
+    ]
+    fine = viewer.layers[f"{SAMPLE} probability 128x128"]
+    assert fine.data.shape == (2, 128, 128)
+    np.testing.assert_allclose(fine.scale[1:], [0.5, 0.5])  # CONVENTIONS: 2x -> scale 0.5,
+    np.testing.assert_allclose(fine.translate[1:], [-0.25, -0.25])  # translate -0.25
+
+
+def test_export_csv_button(make_napari_viewer, qtbot, random_checkpoint, tmp_path, monkeypatch):
+    viewer, widget = _open(make_napari_viewer)
+    _use_checkpoint(widget, random_checkpoint)
+    widget.threshold.value = 0.05
+    widget.last_frame.value = 2
+    assert not widget.export_button.isEnabled()
+    _predict(qtbot, widget)
+    target = tmp_path / "locs.csv"
+    monkeypatch.setattr(
+        "napari_var_emitter.widgets.predict_widget.QFileDialog.getSaveFileName",
+        lambda *args, **kwargs: (str(target), "CSV (*.csv)"),
+    )
+    widget.export_button.click()
+    assert target.exists()
+    back = read_csv(target, 100.0)
+    points = viewer.layers[f"{SAMPLE} emitters"]
+    assert len(back) == len(points.data)
+    np.testing.assert_allclose(np.column_stack([back.frame, back.y, back.x]), points.data, atol=1e-9)
+    np.testing.assert_allclose(back.probability, points.features["probability"].to_numpy())
+
+
+def test_lazy_dask_stack(make_napari_viewer, qtbot, random_checkpoint):
+    import dask.array as da
+
+    viewer, widget = _open(make_napari_viewer, sample=False)
+    frames = da.from_array(np.full((6, 32, 32), 100, np.uint16), chunks=(1, 32, 32))
+    viewer.add_image(frames, name="lazy")
+    _use_checkpoint(widget, random_checkpoint)
+    widget.first_frame.value = 3
+    _predict(qtbot, widget)
+    assert viewer.layers["lazy probability 32x32"].data.shape == (3, 32, 32)
+
+
+def test_cancel(make_napari_viewer, qtbot, random_checkpoint):
+    viewer, widget = _open(make_napari_viewer, sample=False)
+    viewer.add_image(np.full((800, 64, 64), 100, np.float32), name="long")
+    _use_checkpoint(widget, random_checkpoint)
+    widget.run_button.click()
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.status.text() == "cancelled"
+    assert [layer.name for layer in viewer.layers] == ["long"]
+    assert widget.run_button.isEnabled()
+
+
+def test_bad_input_is_reported_and_the_viewer_keeps_working(
+    make_napari_viewer, qtbot, random_checkpoint, tmp_path
+):
+    viewer, widget = _open(make_napari_viewer, sample=False)
+    _use_checkpoint(widget, random_checkpoint)
+
+    start = _n_records()
+    widget.run_button.click()  # no image layer
+    assert any("no image layer" in m for m in _errors_since(start))
+    assert not widget.running
+
+    viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="4d")
+    start = _n_records()
+    widget.image.value = viewer.layers["4d"]
+    widget.run_button.click()
+    assert any("4 dimensions" in m for m in _errors_since(start))
+
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    start = _n_records()
+    widget.image.value = viewer.layers["rgb"]
+    widget.run_button.click()
+    assert any("RGB" in m for m in _errors_since(start))
+
+    viewer.add_image(np.zeros((0, 32, 32), np.float32), name="empty", contrast_limits=(0, 1))
+    start = _n_records()
+    widget.image.value = viewer.layers["empty"]
+    widget.run_button.click()
+    assert any("empty" in m for m in _errors_since(start))
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    start = _n_records()
+    widget.checkpoint.value = garbage
+    assert _errors_since(start), "an unreadable checkpoint must be reported"
+
+    # an error inside the worker (a device this machine lacks) reaches the user too
+    viewer.add_image(np.full((2, 32, 32), 100, np.float32), name="good")
+    widget.image.value = viewer.layers["good"]
+    widget.checkpoint.value = random_checkpoint
+    widget.device.value = "mps" if not torch.backends.mps.is_available() else "cuda"
+    start = _n_records()
+    _predict(qtbot, widget)
+    assert any("not available" in m for m in _errors_since(start))
+    assert widget.status.text().startswith("failed")
+
+    # and the viewer still works: predict on the CPU
+    widget.device.value = "cpu"
+    _predict(qtbot, widget)
+    assert "good probability 32x32" in viewer.layers
+
+
+def test_bundled_model_finds_the_sample_emitters(make_napari_viewer, qtbot):
+    from napari_var_emitter.metrics import evaluate
+    from napari_var_emitter.widgets.layers import points_to_locs
+
+    assert bundled_path().exists(), f"the bundled weights are missing: {bundled_path()}"
+    viewer, widget = _open(make_napari_viewer)
+    assert widget.model.value == "bundled"
+    _predict(qtbot, widget)
+    truth = viewer.layers[f"{SAMPLE} ground truth"]
+    points = viewer.layers[f"{SAMPLE} emitters"]
+    report = evaluate(
+        points_to_locs(points.data, points.features), points_to_locs(truth.data, truth.features), 100.0
+    )
+    print(f"bundled model on the sample: {report}")
+    assert report.jaccard > MIN_SAMPLE_JACCARD
