@@ -1,0 +1,129 @@
+"""Dock widget "Train model", driven as a person would, with a tiny training run."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from qtpy.QtCore import QTimer
+
+from napari_var_emitter.predict import load_model
+from napari_var_emitter.widgets.session import SESSION
+
+PLUGIN = "napari-var-emitter"
+TIMEOUT_MS = 300_000
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    SESSION.clear()
+    yield
+    SESSION.clear()
+
+
+def _errors_since(start: int) -> list[str]:
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    return [
+        str(n.message)
+        for n in notification_manager.records[start:]
+        if n.severity == NotificationSeverity.ERROR
+    ]
+
+
+def _n_records() -> int:
+    from napari.utils.notifications import notification_manager
+
+    return len(notification_manager.records)
+
+
+def _open(make_napari_viewer, tmp_path, monkeypatch, steps=4):
+    viewer = make_napari_viewer()
+    _, predict = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict emitters")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train model")
+    widget.fine_tune.value = False
+    widget.steps.value = steps
+    widget.batch_size.value = 2
+    widget.val_every.value = 2
+    widget.device.value = "cpu"
+    widget.out.value = tmp_path / "models" / "mine.pt"
+    widget.model_name.value = "mine"
+    # a tiny run: small frames and a small validation set (sizes the form does not show)
+    make_config = widget.make_config
+    monkeypatch.setattr(widget, "make_config", lambda: replace(make_config(), frame_size=32, val_frames=2))
+    return viewer, predict, widget
+
+
+def test_camera_follows_the_predict_widget(make_napari_viewer, tmp_path, monkeypatch):
+    viewer, predict, widget = _open(make_napari_viewer, tmp_path, monkeypatch)
+    predict.camera_widgets["pixel_size_nm"].value = 160.0
+    predict.camera_widgets["em_gain"].value = 1.0
+    assert widget.camera_widgets["pixel_size_nm"].value == 160.0
+    assert widget.camera().em_gain == 1.0
+    assert widget.make_config().camera == predict.camera()
+
+
+def test_training_in_background_registers_the_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer, predict, widget = _open(make_napari_viewer, tmp_path, monkeypatch)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    widget.train_button.click()
+    assert widget.running and not widget.train_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    timer.stop()
+    assert len(ticks) > 20, "the UI thread was blocked during training"
+
+    assert widget.progress.maximum() == 4 and widget.progress.value() == 4
+    assert len(widget.loss_curve.values) == 4
+    assert widget.metrics.text().startswith("validation at step 4")
+    assert widget.status.text().startswith("done")
+    out = tmp_path / "models" / "mine.pt"
+    assert out.exists()
+    assert SESSION.models() == {"mine": out}
+    # the trained model is a choice of the predict widget at once, and loads
+    choices = [choice for choice in predict.model.choices if choice == str(out)]
+    assert choices == [str(out)]
+    predict.model.value = str(out)
+    assert predict.current_model() is not None
+    widget.loss_curve.grab()  # paints
+
+
+def test_cancel_keeps_the_last_checkpoint(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer, predict, widget = _open(make_napari_viewer, tmp_path, monkeypatch, steps=10_000)
+    out = tmp_path / "models" / "mine.pt"
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: "mine" in SESSION.models(), timeout=TIMEOUT_MS)  # first checkpoint
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.status.text().startswith("cancelled; the last checkpoint is kept")
+    assert widget.progress.value() < 10_000
+    assert load_model(out) is not None
+    assert widget.train_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_bad_settings_are_reported(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer, predict, widget = _open(make_napari_viewer, tmp_path, monkeypatch)
+    widget.psf_min.value, widget.psf_max.value = 200.0, 100.0
+    start = _n_records()
+    widget.train_button.click()
+    assert any("PSF sigma range is empty" in m for m in _errors_since(start))
+    assert not widget.running
+
+    widget.psf_min.value = 100.0
+    folder = tmp_path / "folder.pt"
+    folder.mkdir()
+    widget.out.value = folder
+    start = _n_records()
+    widget.train_button.click()
+    assert any("is a folder" in m for m in _errors_since(start))
+    assert not widget.running
+
+    # an error inside the worker (a device this machine lacks) is a notification, not a crash
+    widget.out.value = tmp_path / "ok.pt"
+    widget.device.value = "mps" if not torch.backends.mps.is_available() else "cuda"
+    start = _n_records()
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert any("not available" in m for m in _errors_since(start))
+    assert widget.status.text().startswith("training failed")
