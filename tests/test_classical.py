@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.special import erf
 
@@ -52,12 +51,12 @@ def test_fit_spots_batch_matches_one_by_one():
         x, y = rng.uniform(2.5, 4.5, 2)
         boxes.append(_render((7, 7), [(x, y, 2000.0)], 1.1, 30.0))
         truths.append((x, y))
-    spots = torch.tensor(np.stack(boxes))
+    spots = np.stack(boxes)
     theta, _ = fit_spots(spots, 1.2)
     for i in range(len(boxes)):
         single, _ = fit_spots(spots[i : i + 1], 1.2)
-        torch.testing.assert_close(single[0], theta[i], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(theta[:, :2].numpy(), np.array(truths), atol=1e-3)
+        np.testing.assert_allclose(single[0], theta[i], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(theta[:, :2], np.array(truths), atol=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +94,13 @@ def test_sparse_accuracy_bar(sparse_movie):
 
     # Isolated (no other emitter within 1 um in the frame), bright matched emitters.
     iso = np.array(
-        [np.sum((truth.frame == truth.frame[i]) & (np.hypot(truth.x - truth.x[i], truth.y - truth.y[i]) < 10)) == 1
-         for i in ti]
+        [
+            np.sum(
+                (truth.frame == truth.frame[i]) & (np.hypot(truth.x - truth.x[i], truth.y - truth.y[i]) < 10)
+            )
+            == 1
+            for i in ti
+        ]
     )
     sel = iso & bright[ti]
     assert sel.sum() > 150
@@ -124,8 +128,12 @@ def test_empty_and_progress():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"box": 6}, "odd"), ({"box": 41}, "does not fit"), ({"threshold": 0}, "threshold"),
-     ({"psf_sigma_px": float("nan")}, "psf_sigma_px")],
+    [
+        ({"box": 6}, "odd"),
+        ({"box": 41}, "does not fit"),
+        ({"threshold": 0}, "threshold"),
+        ({"psf_sigma_px": float("nan")}, "psf_sigma_px"),
+    ],
 )
 def test_bad_parameters(kwargs, message):
     with pytest.raises(InputError, match=message):

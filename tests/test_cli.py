@@ -14,8 +14,28 @@ from napari_var_emitter.localizations import THUNDERSTORM_HEADER, read_csv
 @pytest.fixture(scope="module")
 def sim_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
-    rc = main(["simulate", str(out), "--frames", "8", "--size", "48", "40", "--density", "0.3",
-               "--photons", "2000", "5000", "--background", "40", "60", "--seed", "11", "--quiet"])
+    rc = main(
+        [
+            "simulate",
+            str(out),
+            "--frames",
+            "8",
+            "--size",
+            "48",
+            "40",
+            "--density",
+            "0.3",
+            "--photons",
+            "2000",
+            "5000",
+            "--background",
+            "40",
+            "60",
+            "--seed",
+            "11",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -45,8 +65,24 @@ def test_round_trip(sim_dir, capsys):
 
 def test_quiet_predict(sim_dir, capsys):
     out = sim_dir / "quiet.csv"
-    assert main(["predict", str(sim_dir / "frames.tif"), "--out", str(out), "--model", "classical",
-                 "--quiet", "--threshold", "6", "--em-gain", "300"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(sim_dir / "frames.tif"),
+                "--out",
+                str(out),
+                "--model",
+                "classical",
+                "--quiet",
+                "--threshold",
+                "6",
+                "--em-gain",
+                "300",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().err == ""
     assert out.exists()
 
@@ -85,8 +121,19 @@ def test_bad_camera_and_missing_model(sim_dir, tmp_path, capsys):
     out = tmp_path / "out.csv"
     assert main(["predict", str(sim_dir / "frames.tif"), "--out", str(out), "--qe", "2"]) == 2
     assert "qe" in _one_error_line(capsys)
-    assert main(["predict", str(sim_dir / "frames.tif"), "--out", str(out), "--model",
-                 str(tmp_path / "missing.pt")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(sim_dir / "frames.tif"),
+                "--out",
+                str(out),
+                "--model",
+                str(tmp_path / "missing.pt"),
+            ]
+        )
+        == 2
+    )
     _one_error_line(capsys)
     assert not out.exists()
 
@@ -106,8 +153,18 @@ def test_parser_has_one_builder_per_subcommand():
 def test_console_script_subprocess(sim_dir, tmp_path):
     out = tmp_path / "locs.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "napari_var_emitter.cli", "predict", str(tmp_path / "nope.tif"), "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "napari_var_emitter.cli",
+            "predict",
+            str(tmp_path / "nope.tif"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"napari-var-emitter: error: no such file: {tmp_path / 'nope.tif'}"

@@ -63,13 +63,19 @@ def _add_predict(sub) -> None:
     p.add_argument("frames", metavar="FRAMES", help="TIFF stack (T, Y, X) or single frame, in ADU")
     p.add_argument("--out", required=True, metavar="LOCS.csv", help="output CSV (CONVENTIONS section 3)")
     p.add_argument(
-        "--model", default=None, metavar="PATH|classical",
+        "--model",
+        default=None,
+        metavar="PATH|classical",
         help="model file (default: the bundled VAR weights), or 'classical' for the Gaussian-fit baseline",
     )
     p.add_argument("--mode", choices=("progressive", "super_resolution"), default="progressive")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="detection threshold (VAR: probability; classical: multiples of the filtered noise)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="detection threshold (VAR: probability; classical: multiples of the filtered noise)",
+    )
     p.add_argument("--psf-sigma-nm", type=float, default=None, help="classical only: PSF sigma [nm]")
     p.add_argument("--quiet", action="store_true", help="no summary line on stderr")
     _add_camera_flags(p)
@@ -107,8 +113,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     to_csv(locs, out, camera.pixel_size_nm)
     n_frames = frames.shape[0]
-    _say(args, f"{len(locs)} localizations in {n_frames} frames, {elapsed:.2f} s "
-               f"({n_frames / max(elapsed, 1e-9):.0f} frames/s, {where}) -> {out}")
+    _say(
+        args,
+        f"{len(locs)} localizations in {n_frames} frames, {elapsed:.2f} s "
+        f"({n_frames / max(elapsed, 1e-9):.0f} frames/s, {where}) -> {out}",
+    )
     return 0
 
 
@@ -117,15 +126,25 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_simulate(sub) -> None:
-    p = sub.add_parser("simulate", help="simulate an SMLM movie: frames.tif, truth.csv, camera/simulation JSON")
+    p = sub.add_parser(
+        "simulate", help="simulate an SMLM movie: frames.tif, truth.csv, camera/simulation JSON"
+    )
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--frames", type=int, default=100, help="number of frames")
-    p.add_argument("--size", type=int, nargs="+", default=[64], metavar=("H", "W"), help="frame size H [W] px")
+    p.add_argument(
+        "--size", type=int, nargs="+", default=[64], metavar=("H", "W"), help="frame size H [W] px"
+    )
     p.add_argument("--density", type=float, default=0.3, help="emitters ON per frame per square micrometre")
     p.add_argument("--photons", type=float, nargs=2, default=(1000.0, 8000.0), metavar=("LO", "HI"))
     p.add_argument("--psf-sigma-nm", type=float, default=120.0, help="Gaussian PSF sigma [nm]")
-    p.add_argument("--background", type=float, nargs=2, default=(20.0, 100.0), metavar=("LO", "HI"),
-                   help="background photons per pixel per frame (uniform per movie)")
+    p.add_argument(
+        "--background",
+        type=float,
+        nargs=2,
+        default=(20.0, 100.0),
+        metavar=("LO", "HI"),
+        help="background photons per pixel per frame (uniform per movie)",
+    )
     p.add_argument("--structure", choices=("uniform", "filaments"), default="uniform")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
@@ -203,8 +222,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     truth = read_csv(args.truth, args.pixel_size_nm)
     locs = read_csv(args.locs, args.pixel_size_nm)
     report = evaluate(locs, truth, args.pixel_size_nm, tolerance_nm=args.tolerance_nm, method=args.match)
-    print(f"{len(locs)} localizations vs {len(truth)} true emitters, {args.match} matching "
-          f"within {args.tolerance_nm:g} nm")
+    print(
+        f"{len(locs)} localizations vs {len(truth)} true emitters, {args.match} matching "
+        f"within {args.tolerance_nm:g} nm"
+    )
     print(format_report(report))
     return 0
 

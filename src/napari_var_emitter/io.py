@@ -71,7 +71,9 @@ def as_frames(array, *, min_size: int = MIN_FRAME_SIZE, name: str = "frames") ->
         arr = np.asarray(array)
     except (ValueError, TypeError) as exc:
         raise InputError(f"{name}: not an array ({exc})") from None
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
         raise InputError(f"{name}: expected a real numeric image, got dtype {arr.dtype}")
     if arr.size == 0:
         raise InputError(f"{name}: the image is empty (shape {arr.shape})")
@@ -82,11 +84,14 @@ def as_frames(array, *, min_size: int = MIN_FRAME_SIZE, name: str = "frames") ->
     if arr.ndim == 2:
         arr = arr[None]
     elif arr.ndim != 3:
-        raise InputError(f"{name}: expected a frame (Y, X) or a stack (T, Y, X), got {arr.ndim} dimensions "
-                         f"(shape {arr.shape})")
+        raise InputError(
+            f"{name}: expected a frame (Y, X) or a stack (T, Y, X), got {arr.ndim} dimensions "
+            f"(shape {arr.shape})"
+        )
     if min(arr.shape[1:]) < min_size:
         raise InputError(
-            f"{name}: frames of {arr.shape[1]}x{arr.shape[2]} px are too small (at least {min_size}x{min_size})"
+            f"{name}: frames of {arr.shape[1]}x{arr.shape[2]} px are too small "
+            f"(at least {min_size}x{min_size})"
         )
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.asarray(arr, dtype=np.float32)
