@@ -101,19 +101,47 @@ def _robust_noise(values_TK: np.ndarray, nan: bool = False) -> np.ndarray:
     return 1.4826 * median(np.abs(values_TK - med), axis=1)
 
 
-def _detect(photons_THW: np.ndarray, sigma0: float, threshold: float):
-    """Local maxima of the band-passed frames. Returns (t, y, x, snr) of the candidates."""
+def _bandpass(img_THW: np.ndarray, sigma0: float) -> np.ndarray:
+    """Matched Gaussian minus a twice-as-wide one: keeps PSF-sized spots, removes the background."""
+    return _blur(img_THW, sigma0) - _blur(img_THW, 2.0 * sigma0)
+
+
+def _model_noise(photons_THW: np.ndarray, sigma0: float, camera: Camera) -> np.ndarray:
+    """(T,) std of the band-passed frame that the camera's noise model predicts for its background.
+
+    The background is a low percentile of the frame blurred at the wide scale; the pixel variance
+    (incident photons^2) is ``F * b / qe + read-noise variance``, times the filter's squared L2 norm.
+    """
+    r = int(math.ceil(8 * sigma0))
+    delta = np.zeros((1, 2 * r + 1, 2 * r + 1), dtype=np.float64)
+    delta[0, r, r] = 1.0
+    norm = float(np.sqrt((_bandpass(delta, sigma0) ** 2).sum()))
+    background = np.percentile(_blur(photons_THW, 2.0 * sigma0).reshape(len(photons_THW), -1), 10, axis=1)
+    read_var = (camera.read_noise_e / (camera.em_gain * camera.qe)) ** 2
+    return norm * np.sqrt(camera.excess_noise * np.maximum(background, 0.0) / camera.qe + read_var)
+
+
+def _detect(photons_THW: np.ndarray, sigma0: float, threshold: float, camera: Camera):
+    """Local maxima of the band-passed frames. Returns (t, y, x, snr) of the candidates.
+
+    The noise is the robust (MAD) noise of the band-passed frame, recomputed without the pixels near
+    spots. In crowded frames the MAD is mostly signal: where it exceeds 1.5 times the noise that the
+    camera model predicts, the model's value is used instead (1.5: room for a camera model that is
+    somewhat off, which the MAD then corrects in sparse frames).
+    """
     T = photons_THW.shape[0]
-    bandpass = _blur(photons_THW, sigma0) - _blur(photons_THW, 2.0 * sigma0)  # (T, H, W)
+    bandpass = _bandpass(photons_THW, sigma0)  # (T, H, W)
     noise = _robust_noise(bandpass.reshape(T, -1))  # (T,)
-    # Second pass without the spots: bright emitters inflate the MAD of crowded frames.
     m = max(1, int(math.ceil(3 * sigma0)))
-    near = ndimage.maximum_filter(bandpass > 3.0 * noise[:, None, None], size=(1, 2 * m + 1, 2 * m + 1))
-    enough = (~near).reshape(T, -1).sum(axis=1) >= 0.2 * bandpass[0].size
-    if np.any(enough):
+    for _ in range(2):  # bright emitters inflate the MAD: mask them and estimate again
+        near = ndimage.maximum_filter(bandpass > 3.0 * noise[:, None, None], size=(1, 2 * m + 1, 2 * m + 1))
+        enough = (~near).reshape(T, -1).sum(axis=1) >= 0.2 * bandpass[0].size
+        if not np.any(enough):
+            break
         masked = np.where(near[enough], np.nan, bandpass[enough]).reshape(int(enough.sum()), -1)
         noise[enough] = _robust_noise(masked, nan=True)
-    noise = np.maximum(noise, 1e-6)
+    model = _model_noise(photons_THW, sigma0, camera)
+    noise = np.maximum(np.where(noise > 1.5 * model, model, noise), 1e-6)
     r = max(1, int(round(sigma0)))
     local_max = ndimage.maximum_filter(bandpass, size=(1, 2 * r + 1, 2 * r + 1), mode="nearest")
     snr = bandpass / noise[:, None, None]
@@ -245,7 +273,7 @@ def mortensen_sigma(sigma_px, photons, background, excess_noise: float, pixel: f
 
 def _localize_chunk(photons_THW, camera, sigma0, threshold, box, sigma_range, frame_offset) -> Localizations:
     T, H, W = photons_THW.shape
-    t, py, px, snr = _detect(photons_THW, sigma0, threshold)
+    t, py, px, snr = _detect(photons_THW, sigma0, threshold, camera)
     if len(t) == 0:
         return Localizations()
     r = box // 2
