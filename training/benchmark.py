@@ -1,0 +1,308 @@
+"""Fixed, seeded benchmark modelled on the SMLM 2016 challenge; prints one markdown table.
+
+python training/benchmark.py [--frames 100] [--methods classical,picasso,var] [--sets LD-high,...]
+                             [--shared-data ../shared/data] [--csv OUT.csv] [--device auto]
+
+Sets (all 64 x 64 px of 100 nm, the default EMCCD camera of CONVENTIONS section 2, Gaussian PSF of
+sigma 120 nm (FWHM 283 nm), uniform emitters, background 50-100 photons per pixel, blinking as in
+simulate.py):
+
+| set     | density [/um^2] | photons   | seed   |
+| LD-high | 0.3             | 1000-8000 | 10_001 |
+| LD-low  | 0.3             | 300-1500  | 10_002 |
+| HD-high | 2.0             | 1000-8000 | 10_003 |
+| HD-low  | 2.0             | 300-1500  | 10_004 |
+
+Seeds from 10_000 up are reserved for benchmarks: training and tuning must use seeds below 10_000.
+``deepstorm_demo1`` is external validation data (ThunderSTORM simulator, 20 frames, ~6 emitters/um^2;
+its camera is not published: we read it as 1 ADU per photon, baseline 100, no EM gain). It is never
+used to tune anything.
+
+Methods: ``classical`` (napari_var_emitter.classical), ``picasso`` (picassosr: its own net-gradient
+identification + Gaussian MLE fit, ``localize_frames(..., fitting_method="gaussmle")``, skipped if it
+does not import), ``var`` (the bundled model via predict.py; skipped with a note if unavailable).
+Metrics: metrics.evaluate, Hungarian matching within 250 nm; RMSE/CRLB on isolated (1 um) emitters of
+over 1,000 photons. frames/s: wall time of the localization call including conversion to a
+Localizations table, after an untimed warm-up (numba JIT, torch first calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_var_emitter.camera import Camera
+from napari_var_emitter.errors import VarEmitterError
+from napari_var_emitter.io import read_frames
+from napari_var_emitter.localizations import Localizations, read_csv
+from napari_var_emitter.metrics import evaluate
+from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+
+REPO = Path(__file__).resolve().parents[1]
+PSF_SIGMA_NM = 120.0
+BACKGROUND = (50.0, 100.0)
+BENCHMARK_SEED_BASE = 10_000  # seeds >= this are benchmark-only
+
+SYNTHETIC_SETS = {
+    # name: (density per um^2, photons range, seed)
+    "LD-high": (0.3, (1000.0, 8000.0), 10_001),
+    "LD-low": (0.3, (300.0, 1500.0), 10_002),
+    "HD-high": (2.0, (1000.0, 8000.0), 10_003),
+    "HD-low": (2.0, (300.0, 1500.0), 10_004),
+}
+EXTERNAL_SETS = ("deepstorm_demo1",)
+ALL_SETS = tuple(SYNTHETIC_SETS) + EXTERNAL_SETS
+ALL_METHODS = ("classical", "picasso", "var")
+
+# Picasso's net-gradient threshold is in ADU; we give it in photons (x ADU per photon of the camera).
+# 400 photons: chosen for the best Jaccard on LD-high/LD-low simulations of seed 7 (< 10_000).
+PICASSO_MIN_NG_PHOTONS = 400.0
+
+
+@dataclass
+class BenchSet:
+    name: str
+    frames: np.ndarray  # (T, H, W) ADU
+    truth: Localizations
+    camera: Camera
+    psf_sigma_nm: float
+
+
+def make_set(name: str, n_frames: int, shared_data: Path) -> BenchSet:
+    if name in SYNTHETIC_SETS:
+        density, photons, seed = SYNTHETIC_SETS[name]
+        assert seed >= BENCHMARK_SEED_BASE
+        config = SimulationConfig(
+            frame_size=(64, 64),
+            density_per_um2=density,
+            photons=photons,
+            psf_sigma_nm=(PSF_SIGMA_NM, PSF_SIGMA_NM),
+            background_photons=BACKGROUND,
+            camera=Camera(),
+        )
+        movie = simulate_movie(config, n_frames, seed=seed)
+        return BenchSet(name, movie.frames.numpy(), movie.truth, config.camera, PSF_SIGMA_NM)
+    if name == "deepstorm_demo1":
+        folder = shared_data / name
+        camera = Camera(
+            pixel_size_nm=100.0, baseline=100.0, e_per_adu=1.0, em_gain=1.0, qe=1.0, read_noise_e=0.0
+        )
+        frames = np.asarray(read_frames(folder / "frames.tif"), dtype=np.float32)
+        truth = read_csv(folder / "truth.csv", camera.pixel_size_nm)
+        return BenchSet(name, frames, truth, camera, PSF_SIGMA_NM)
+    raise SystemExit(f"unknown set {name!r}; choose from {', '.join(ALL_SETS)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# methods: each returns a callable frames -> Localizations, or a reason why it is not available
+
+
+def method_classical(bench: BenchSet, args):
+    from napari_var_emitter import classical
+
+    def run(frames):
+        return classical.localize(
+            frames, bench.camera, psf_sigma_px=bench.psf_sigma_nm / bench.camera.pixel_size_nm
+        )
+
+    return run
+
+
+def method_picasso(bench: BenchSet, args):
+    try:
+        import contextlib
+        import io as _io
+        import warnings
+
+        with contextlib.redirect_stdout(_io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from picasso import localize as plz
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        return f"picasso does not import ({type(exc).__name__}: {exc})"
+    cam = bench.camera
+    camera_info = {
+        "Baseline": cam.baseline,
+        "Sensitivity": cam.e_per_adu,  # electrons per ADU
+        "Gain": cam.em_gain,
+        "Qe": cam.qe,
+        "Pixelsize": cam.pixel_size_nm,
+    }
+    adu_per_photon = 1.0 / cam.photons_per_adu
+    params = {"Min. Net Gradient": args.picasso_min_ng * adu_per_photon, "Box Size": 7}
+
+    def run(frames):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = plz.localize_frames(
+                np.ascontiguousarray(frames), None, params, camera_info=camera_info, fitting_method="gaussmle"
+            )
+        # Picasso: pixel centres at integers (as napari), photons in photoelectrons (our photons x qe).
+        return Localizations(
+            frame=df["frame"].to_numpy(),
+            x=df["x"].to_numpy(),
+            y=df["y"].to_numpy(),
+            photons=df["photons"].to_numpy() / cam.qe,
+            background=df["bg"].to_numpy() / cam.qe,
+            bkgstd=np.nan,
+            sigma=0.5 * (df["sx"].to_numpy() + df["sy"].to_numpy()),
+            uncertainty=np.sqrt(0.5 * (df["lpx"].to_numpy() ** 2 + df["lpy"].to_numpy() ** 2)),
+            probability=1.0,
+            grid_factor=0.0,
+        )
+
+    return run
+
+
+def method_var(bench: BenchSet, args):
+    try:
+        from napari_var_emitter.predict import load_model, predict
+
+        model = load_model(None, device="cpu")
+    except (ImportError, VarEmitterError, OSError) as exc:
+        return f"bundled VAR model not available ({exc})"
+
+    def run(frames):
+        return predict(frames, model, bench.camera, device=args.device).localizations
+
+    return run
+
+
+METHODS = {"classical": method_classical, "picasso": method_picasso, "var": method_var}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def run_one(method: str, bench: BenchSet, args) -> dict | str:
+    runner = METHODS[method](bench, args)
+    if isinstance(runner, str):
+        return runner
+    runner(bench.frames[: min(2, len(bench.frames))])  # warm-up: JIT, first torch calls, model to device
+    start = time.perf_counter()
+    locs = runner(bench.frames)
+    elapsed = time.perf_counter() - start
+    report = evaluate(
+        locs,
+        bench.truth,
+        bench.camera.pixel_size_nm,
+        tolerance_nm=250.0,
+        method=args.match,
+        excess_noise=bench.camera.excess_noise,
+        crlb_min_photons=1000.0,
+    )
+    return {
+        "method": method,
+        "set": bench.name,
+        "frames": len(bench.frames),
+        "n_truth": report.n_truth,
+        "n_pred": report.n_pred,
+        "JI": report.jaccard,
+        "RMSE_nm": report.rmse_nm,
+        "E": report.efficiency,
+        "recall": report.recall,
+        "precision": report.precision,
+        "bias_x_nm": report.bias_x_nm,
+        "bias_y_nm": report.bias_y_nm,
+        "RMSE_over_CRLB": report.rmse_over_crlb,
+        "frames_per_s": len(bench.frames) / elapsed,
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = [
+        "method",
+        "set",
+        "JI",
+        "RMSE [nm]",
+        "E",
+        "recall",
+        "precision",
+        "bias x/y [nm]",
+        "RMSE/CRLB",
+        "frames/s",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(v, nd=1):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+    for r in rows:
+        cells = [r["method"], r["set"], f(r["JI"]), f(r["RMSE_nm"]), f(r["E"]), f(r["recall"])]
+        cells += [f(r["precision"]), f"{f(r['bias_x_nm'], 2)} / {f(r['bias_y_nm'], 2)}"]
+        cells += [f(r["RMSE_over_CRLB"], 2), f(r["frames_per_s"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=100, help="frames per synthetic set")
+    parser.add_argument(
+        "--methods", default="classical,picasso,var", help="comma-separated: " + ",".join(ALL_METHODS)
+    )
+    parser.add_argument("--sets", default=",".join(ALL_SETS), help="comma-separated: " + ",".join(ALL_SETS))
+    parser.add_argument(
+        "--shared-data",
+        type=Path,
+        default=REPO / ".." / "shared" / "data",
+        help="folder holding deepstorm_demo1/ (default: ../shared/data from the repo root)",
+    )
+    parser.add_argument("--match", choices=("hungarian", "greedy"), default="hungarian")
+    parser.add_argument("--device", default="auto", help="device for the VAR model")
+    parser.add_argument(
+        "--picasso-min-ng",
+        type=float,
+        default=PICASSO_MIN_NG_PHOTONS,
+        help="Picasso minimum net gradient, in photons (converted to ADU with the camera)",
+    )
+    parser.add_argument("--csv", type=Path, default=None, help="also save the rows as CSV")
+    args = parser.parse_args(argv)
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    for m in methods:
+        if m not in METHODS:
+            parser.error(f"unknown method {m!r}; choose from {', '.join(ALL_METHODS)}")
+    for s in sets:
+        if s not in ALL_SETS:
+            parser.error(f"unknown set {s!r}; choose from {', '.join(ALL_SETS)}")
+
+    rows, notes = [], []
+    for name in sets:
+        if name in EXTERNAL_SETS and not (args.shared_data / name).is_dir():
+            notes.append(f"{name}: skipped, {args.shared_data / name} not found (--shared-data)")
+            continue
+        bench = make_set(name, args.frames, args.shared_data)
+        for method in methods:
+            result = run_one(method, bench, args)
+            if isinstance(result, str):
+                if result not in notes:
+                    notes.append(f"{method}: skipped, {result}")
+                continue
+            rows.append(result)
+            print(
+                f"  {method} on {name}: JI {result['JI']:.1f}, {result['frames_per_s']:.0f} frames/s",
+                file=sys.stderr,
+            )
+    print(markdown_table(rows))
+    for note in dict.fromkeys(notes):
+        print(f"\nNote: {note}")
+    if args.csv is not None and rows:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
