@@ -190,6 +190,18 @@ def test_lazy_dask_stack(make_napari_viewer, qtbot, random_checkpoint):
     assert viewer.layers["lazy probability 32x32"].data.shape == (3, 32, 32)
 
 
+def test_single_frame_layer(make_napari_viewer, qtbot, random_checkpoint):
+    viewer, widget = _open(make_napari_viewer, sample=False)
+    viewer.add_image(np.full((32, 32), 100, np.float32), name="frame", scale=(0.5, 0.5))
+    _use_checkpoint(widget, random_checkpoint)
+    _predict(qtbot, widget)
+    coarse = viewer.layers["frame probability 4x4"]
+    assert coarse.data.shape == (4, 4)
+    np.testing.assert_allclose(coarse.scale, [4.0, 4.0])  # s * f = 0.5 * 8
+    np.testing.assert_allclose(coarse.translate, [1.75, 1.75])  # s * (f - 1) / 2
+    assert viewer.layers["frame emitters"].data.shape[1] == 2
+
+
 def test_cancel(make_napari_viewer, qtbot, random_checkpoint):
     viewer, widget = _open(make_napari_viewer, sample=False)
     viewer.add_image(np.full((800, 64, 64), 100, np.float32), name="long")
