@@ -9,6 +9,13 @@ from napari_var_emitter.render import render_gaussians
 from napari_var_emitter.widgets.layers import map_geometry
 
 
+def _locs(**columns) -> Localizations:
+    n = len(columns["frame"])
+    return Localizations(
+        **{name: columns.get(name, np.full(n, np.nan)) for name in Localizations.column_names()}
+    )
+
+
 def _centroid(image, factor):
     rows, cols = np.indices(image.shape)
     # fine pixel k has its centre at camera-pixel coordinate (k + 0.5) / factor - 0.5
@@ -19,7 +26,7 @@ def _centroid(image, factor):
 
 @pytest.mark.parametrize("factor", [1, 4, 8])
 def test_one_localization_lands_where_it_is(factor):
-    locs = Localizations(frame=[0], x=[20.7], y=[10.3], uncertainty=[0.3])
+    locs = _locs(frame=[0], x=[20.7], y=[10.3], uncertainty=[0.6])
     image = render_gaussians(locs, (32, 40), factor)
     assert image.shape == (32 * factor, 40 * factor)
     assert image.sum() == pytest.approx(1.0, abs=1e-5)
@@ -35,9 +42,7 @@ def test_one_localization_lands_where_it_is(factor):
 def test_many_localizations_and_missing_uncertainty():
     rng = np.random.default_rng(0)
     n = 5000
-    locs = Localizations(
-        frame=np.zeros(n, int), x=rng.uniform(5, 59, n), y=rng.uniform(5, 59, n), uncertainty=np.nan
-    )
+    locs = _locs(frame=np.zeros(n, int), x=rng.uniform(5, 59, n), y=rng.uniform(5, 59, n))
     image = render_gaussians(locs, (64, 64), 8)
     assert image.sum() == pytest.approx(n, rel=1e-4)
     assert render_gaussians(Localizations(), (8, 8), 2).shape == (16, 16)
