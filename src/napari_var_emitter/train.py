@@ -54,7 +54,7 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 2.0
     scale_weights: tuple[float, ...] = (0.5, 0.7, 0.9, 1.0)
-    sr_fraction: float = 0.25  # batches that also train the super-resolution level(s)
+    sr_fraction: float = 0.1  # batches that also train the super-resolution level(s)
     self_correct_fraction: float = 0.5  # batches fed partly with the model's own tokens
     flip_rate: float = 0.02
     val_every: int = 250

@@ -67,9 +67,10 @@ class VAREmitterLoss(nn.Module):
         occupancy = occupancy_targets(emitters, B, grids, strides)
         parts = {}
         total = outputs[0]["logits"].new_zeros(())
+        per_emitter = 1.0 / (len(emitters) + B)  # every level's BCE is summed and counted per emitter
         for k, (out, occ) in enumerate(zip(outputs, occupancy)):
             if self.weight(k) > 0:
-                bce = F.binary_cross_entropy_with_logits(out["logits"], occ)
+                bce = F.binary_cross_entropy_with_logits(out["logits"], occ, reduction="sum") * per_emitter
                 parts[f"bce_{k}"] = bce.detach()
                 total = total + self.weight(k) * bce
         for k in loc_levels:

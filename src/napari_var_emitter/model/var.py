@@ -191,13 +191,14 @@ class AdaLNConvBlock(nn.Module):
 class Head(nn.Module):
     """A level's prediction head: per cell, NUM_OUTPUTS raw channels."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, stride: float):
         super().__init__()
         self.out = nn.Conv2d(dim, NUM_OUTPUTS, 1)
         nn.init.zeros_(self.out.weight)
+        prior = min(0.01 * stride**2, 0.5)  # emitters are sparse: ~0.01 per pixel at the start
         with torch.no_grad():
             self.out.bias.zero_()
-            self.out.bias[0] = -4.0  # emitters are sparse: start at p ~ 0.02
+            self.out.bias[0] = math.log(prior / (1 - prior))
 
     def forward(self, h_BChw):
         return self.out(channel_norm(h_BChw))
@@ -258,7 +259,7 @@ class TrueVAREmitterPredictor(nn.Module):
         self.conv_lvl_embed = nn.Embedding(self.num_levels, Cc)
         self.conv_blocks = nn.ModuleList(AdaLNConvBlock(Cc, C) for _ in range(cfg.conv_blocks))
         # 5. one head per level
-        self.heads = nn.ModuleList(Head(C if i < cfg.attn_levels else Cc) for i in range(self.num_levels))
+        self.heads = nn.ModuleList(Head(C if i < cfg.attn_levels else Cc, s) for i, s in enumerate(strides))
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -1,0 +1,166 @@
+"""The VAR model: next-scale structure, teacher forcing vs. KV-cache inference, geometry, presets."""
+
+import pytest
+import torch
+
+from napari_var_emitter.errors import CheckpointError, InputError
+from napari_var_emitter.model import PRESETS, ModelConfig, TrueVAREmitterPredictor, preset
+from napari_var_emitter.model.loss import VAREmitterLoss, occupancy_targets
+
+TINY = dict(embed_dim=16, conv_dim=8, num_heads=2, num_layers=2, encoder_channels=8, token_dim=4, vocab_size=8)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    model = TrueVAREmitterPredictor(ModelConfig(**TINY)).eval()
+    # Randomise the zero-initialised heads and gates so that every path carries signal.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def frames():
+    torch.manual_seed(1)
+    return torch.rand(2, 1, 32, 32) * 300
+
+
+def _flip(level):
+    def perturb(si, tokens):
+        return (TINY["vocab_size"] - 1 - tokens) if si == level else tokens  # every token changes
+
+    return perturb
+
+
+@pytest.mark.parametrize("teacher", [False, True])
+def test_perturbing_a_level_changes_only_finer_levels(net, frames, teacher):
+    with torch.no_grad():
+        base = net(frames)
+        tokens = net.tokens_from_outputs(base) if teacher else None
+        base = net(frames, teacher_tokens=tokens)
+        n = len(base)
+        for k in range(1, n):  # the prediction of level k-1 is the input of level k
+            out = net(frames, teacher_tokens=tokens, perturb=_flip(k - 1))
+            for i in range(n):
+                same = torch.equal(out[i]["logits"], base[i]["logits"])
+                assert same == (i < k), f"level {i} after perturbing the input of level {k}"
+
+
+def test_teacher_forcing_with_own_tokens_equals_kv_cache_inference(net, frames):
+    """Block-causal attention in one pass == level-by-level inference with a KV cache."""
+    with torch.no_grad():
+        inferred = net(frames)
+        forced = net(frames, teacher_tokens=net.tokens_from_outputs(inferred))
+    for a, b in zip(inferred, forced):
+        for key in ("logits", "offset", "photons", "sigma", "background"):
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
+
+
+def test_inference_feeds_each_level_its_own_prediction(net, frames):
+    seen = {}
+
+    def record(si, tokens):
+        seen[si] = tokens.clone()
+        return tokens
+
+    with torch.no_grad():
+        outputs = net(frames, perturb=record)
+    own = net.tokens_from_outputs(outputs)
+    assert sorted(seen) == list(range(len(outputs) - 1))
+    for si, tokens in seen.items():
+        assert torch.equal(tokens, own[si])
+
+
+def test_ground_truth_reaches_levels_only_through_teacher_tokens(net, frames):
+    with torch.no_grad():
+        tokens = net.tokens_from_outputs(net(frames))
+        zeros = [torch.zeros_like(t) for t in tokens]
+        a, b = net(frames, teacher_tokens=tokens), net(frames, teacher_tokens=zeros)
+    assert torch.equal(a[0]["logits"], b[0]["logits"])  # the first level has no chain input
+    assert not torch.equal(a[-1]["logits"], b[-1]["logits"])
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (37, 50), (8, 8), (1, 1)])
+def test_any_frame_size_gives_maps_covering_the_frame(net, shape):
+    x = torch.rand(1, 1, *shape) * 100
+    with torch.no_grad():
+        outs = net(x)
+    for out in outs:
+        s = out["stride"]
+        assert out["logits"].shape[-2:] == (-(-shape[0] // int(s)), -(-shape[1] // int(s)))
+    assert net.level_names(shape)[-1] == f"{shape[0]}x{shape[1]}"
+
+
+def test_super_resolution_continues_the_chain(net, frames):
+    with torch.no_grad():
+        prog = net(frames)
+        sr = net.autoregressive_inference(frames, target_resolution=64)
+    assert len(sr) == len(prog) + 1
+    assert sr[-1]["logits"].shape[-2:] == (64, 64) and sr[-1]["stride"] == 0.5
+    with pytest.raises(InputError, match="not reachable"):
+        net.autoregressive_inference(frames, target_resolution=48)
+
+
+def test_seed_api_40_to_80_super_resolution():
+    """The seed's example: patch_nums 10/20/40/80 for 160 px, a 40x40 input predicted at 80x80."""
+    cfg = preset("seed", embed_dim=24, num_heads=2, num_layers=1, conv_dim=8, encoder_channels=4, vocab_size=32)
+    model = TrueVAREmitterPredictor(cfg).eval()
+    with torch.no_grad():
+        outs160 = model(torch.rand(1, 1, 160, 160))
+        high = model.autoregressive_inference(torch.rand(1, 1, 40, 40), target_resolution=80)
+    assert [tuple(o["logits"].shape[-2:]) for o in outs160] == [(10, 10), (20, 20), (40, 40), (80, 80)]
+    assert high[-1]["logits"].shape[-2:] == (80, 80)
+
+
+def test_presets_keep_the_seed_sizes():
+    seed = PRESETS["seed"]
+    assert (seed.patch_nums, seed.train_size) == ((10, 20, 40, 80), 160)
+    assert (seed.embed_dim, seed.num_heads, seed.num_layers, seed.vocab_size) == (768, 12, 24, 8192)
+    model = TrueVAREmitterPredictor(preset("default"))
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000  # bundled weights stay a few MB
+
+
+def test_config_is_checked():
+    with pytest.raises(CheckpointError):
+        ModelConfig(patch_nums=(10, 30), train_size=160)
+    with pytest.raises(CheckpointError):
+        ModelConfig(embed_dim=50, num_heads=4)
+    with pytest.raises(CheckpointError, match="unknown"):
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "evil": 1})
+    assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()
+
+
+def test_bad_input_shape_is_refused(net):
+    with pytest.raises(InputError):
+        net(torch.rand(1, 3, 32, 32))
+
+
+def test_occupancy_targets_put_emitters_in_their_cells():
+    # emitter at pixel (y=5.4, x=2.6) of frame 1 -> cell (5, 3) at stride 1, (1, 0) at stride 4
+    emitters = torch.tensor([[1, 0, 2.6, 5.4, 1000.0, 1.0]])
+    occ = occupancy_targets(emitters, 2, [(8, 8), (2, 2)], [1.0, 4.0])
+    assert occ[0][1, 5, 3] == 1 and occ[0].sum() == 1
+    assert occ[1][1, 1, 0] == 1 and occ[1].sum() == 1
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = TrueVAREmitterPredictor(ModelConfig(**TINY))
+    loss_fn = VAREmitterLoss()
+    x = torch.rand(2, 1, 32, 32) * 50 + 50
+    emitters = torch.tensor([[0, 0, 10.2, 12.7, 2000.0, 1.2], [1, 0, 20.5, 3.3, 3000.0, 1.2]])
+    x[0, 0, 12:14, 9:12] += 400
+    x[1, 0, 2:5, 20:22] += 400
+    grids = model.level_grids(32, 32, 4)
+    tokens = [(o * 7).long() for o in occupancy_targets(emitters, 2, grids, model.config.strides)]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, _ = loss_fn(model(x, teacher_tokens=tokens), emitters, torch.full((2, 32, 32), 50.0), [3])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
