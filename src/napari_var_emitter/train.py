@@ -42,14 +42,14 @@ class TrainConfig:
     camera: Camera = field(default_factory=Camera)
     psf_sigma_nm: tuple[float, float] = (100.0, 150.0)
     photons: tuple[float, float] = (200.0, 10000.0)
-    density_per_um2: tuple[float, float] = (0.0, 3.0)  # drawn per batch
+    density_per_um2: tuple[float, float] = (0.0, 5.0)  # drawn per batch
     background_photons: tuple[float, float] = (10.0, 150.0)
     background_variation: float = 0.3
     filament_fraction: float = 0.5  # batches with emitters on filaments rather than uniform
     frame_size: int = 64
     steps: int = 3000
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.05
     warmup_steps: int = 100
     grad_clip: float = 2.0

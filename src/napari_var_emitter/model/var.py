@@ -201,7 +201,7 @@ class Head(nn.Module):
             self.out.bias[0] = math.log(prior / (1 - prior))
 
     def forward(self, h_BChw):
-        return self.out(channel_norm(h_BChw))
+        return self.out(h_BChw)
 
 
 def decode_outputs(raw_BOhw: torch.Tensor, photon_scale: float) -> dict[str, torch.Tensor]:
