@@ -169,3 +169,22 @@ def test_console_script_subprocess(sim_dir, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == f"napari-var-emitter: error: no such file: {tmp_path / 'nope.tif'}"
     assert not out.exists()
+
+
+def test_train_writes_a_loadable_checkpoint(tmp_path, capsys):
+    from napari_var_emitter.checkpoint import load_checkpoint
+
+    out = tmp_path / "m.pt"
+    code = main(["train", "--out", str(out), "--steps", "2", "--batch-size", "2", "--val-every", "2",
+                 "--device", "cpu", "--em-gain", "1", "--e-per-adu", "2", "--qe", "0.8"])
+    assert code == 0
+    model = load_checkpoint(out)
+    assert model.camera.em_gain == 1 and model.meta["step"] == 2
+    assert "step 2/2" in capsys.readouterr().err
+
+
+def test_train_bad_settings_exit_2(tmp_path, capsys):
+    code = main(["train", "--out", str(tmp_path / "m.pt"), "--steps", "0"])
+    assert code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "m.pt").exists()

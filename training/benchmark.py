@@ -20,7 +20,10 @@ used to tune anything.
 
 Methods: ``classical`` (napari_var_emitter.classical), ``picasso`` (picassosr: its own net-gradient
 identification + Gaussian MLE fit, ``localize_frames(..., fitting_method="gaussmle")``, skipped if it
-does not import), ``var`` (the bundled model via predict.py; skipped with a note if unavailable).
+does not import), ``var`` (the bundled model, or ``--var-model``, via predict.py, progressive mode) and
+``var-sr`` (the same model in super-resolution mode); skipped with a note if the model is unavailable.
+``calib.`` is the RMS of (error / predicted uncertainty) over matched pairs and axes (1 = calibrated);
+``grid max/min`` the max/min count ratio of sub-pixel positions over 10 bins (1 = no pixel-grid bias).
 Metrics: metrics.evaluate, Hungarian matching within 250 nm; RMSE/CRLB on isolated (1 um) emitters of
 over 1,000 photons. frames/s: wall time of the localization call including conversion to a
 Localizations table, after an untimed warm-up (numba JIT, torch first calls).
@@ -42,7 +45,7 @@ from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import VarEmitterError
 from napari_var_emitter.io import read_frames
 from napari_var_emitter.localizations import Localizations, read_csv
-from napari_var_emitter.metrics import evaluate
+from napari_var_emitter.metrics import evaluate, subpixel_flatness
 from napari_var_emitter.simulate import SimulationConfig, simulate_movie
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +62,7 @@ SYNTHETIC_SETS = {
 }
 EXTERNAL_SETS = ("deepstorm_demo1",)
 ALL_SETS = tuple(SYNTHETIC_SETS) + EXTERNAL_SETS
-ALL_METHODS = ("classical", "picasso", "var")
+ALL_METHODS = ("classical", "picasso", "var", "var-sr")
 
 # Picasso's net-gradient threshold is in ADU; we give it in photons (x ADU per photon of the camera).
 # 400 photons: chosen for the best Jaccard on LD-high/LD-low simulations of seed 7 (< 10_000).
@@ -162,21 +165,31 @@ def method_picasso(bench: BenchSet, args):
     return run
 
 
-def method_var(bench: BenchSet, args):
+def _var_runner(bench: BenchSet, args, mode: str):
     try:
         from napari_var_emitter.predict import load_model, predict
 
-        model = load_model(None, device="cpu")
+        model = load_model(args.var_model, device=args.device)
     except (ImportError, VarEmitterError, OSError) as exc:
-        return f"bundled VAR model not available ({exc})"
+        return f"VAR model not available ({exc})"
 
     def run(frames):
-        return predict(frames, model, bench.camera, device=args.device).localizations
+        return predict(frames, model, bench.camera, mode=mode, device=args.device).localizations
 
     return run
 
 
-METHODS = {"classical": method_classical, "picasso": method_picasso, "var": method_var}
+def method_var(bench: BenchSet, args):
+    """The VAR model (bundled, or --var-model), progressive mode: localizations from the finest level."""
+    return _var_runner(bench, args, "progressive")
+
+
+def method_var_sr(bench: BenchSet, args):
+    """The same model in super-resolution mode: the chain continued to a 2x finer grid."""
+    return _var_runner(bench, args, "super_resolution")
+
+
+METHODS = {"classical": method_classical, "picasso": method_picasso, "var": method_var, "var-sr": method_var_sr}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,7 +213,7 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
         crlb_min_photons=1000.0,
     )
     return {
-        "method": method,
+        "method": method if method not in ("var", "var-sr") or not args.var_label else f"{args.var_label}{method[3:]}",
         "set": bench.name,
         "frames": len(bench.frames),
         "n_truth": report.n_truth,
@@ -213,6 +226,8 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
         "bias_x_nm": report.bias_x_nm,
         "bias_y_nm": report.bias_y_nm,
         "RMSE_over_CRLB": report.rmse_over_crlb,
+        "calibration": report.calibration,
+        "flatness": subpixel_flatness(locs, bins=10) if len(locs) else float("nan"),
         "frames_per_s": len(bench.frames) / elapsed,
     }
 
@@ -228,6 +243,8 @@ def markdown_table(rows: list[dict]) -> str:
         "precision",
         "bias x/y [nm]",
         "RMSE/CRLB",
+        "calib.",
+        "grid max/min",
         "frames/s",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -238,7 +255,7 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         cells = [r["method"], r["set"], f(r["JI"]), f(r["RMSE_nm"]), f(r["E"]), f(r["recall"])]
         cells += [f(r["precision"]), f"{f(r['bias_x_nm'], 2)} / {f(r['bias_y_nm'], 2)}"]
-        cells += [f(r["RMSE_over_CRLB"], 2), f(r["frames_per_s"], 0)]
+        cells += [f(r["RMSE_over_CRLB"], 2), f(r["calibration"], 2), f(r["flatness"], 2), f(r["frames_per_s"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -264,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         default=PICASSO_MIN_NG_PHOTONS,
         help="Picasso minimum net gradient, in photons (converted to ADU with the camera)",
     )
+    parser.add_argument("--var-model", default=None, help="checkpoint for var/var-sr (default: bundled)")
+    parser.add_argument("--var-label", default="", help="name the var rows (e.g. var-nochain for an ablation)")
     parser.add_argument("--csv", type=Path, default=None, help="also save the rows as CSV")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,147 @@
+"""Post-processing geometry, model files, and the predict API (with small untrained models)."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from napari_var_emitter.camera import Camera
+from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
+from napari_var_emitter.errors import CheckpointError, InputError
+from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
+from napari_var_emitter.postprocess import extract
+from napari_var_emitter.predict import iter_predict, predict
+
+TINY = dict(embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8)
+
+
+def _level(h, w, stride, cells):
+    """A fake decoded level with probability 0.9 and given offsets at ``cells`` [(r, c, dx, dy)]."""
+    logits = torch.full((1, h, w), -8.0)
+    offset = torch.zeros(1, 2, h, w)
+    for r, c, dx, dy in cells:
+        logits[0, r, c] = 2.2
+        offset[0, :, r, c] = torch.tensor([dx, dy])
+    ones = torch.ones(1, h, w)
+    return {
+        "logits": logits,
+        "offset": offset,
+        "photons": ones * 1000,
+        "sigma": torch.ones(1, 2, h, w) * 0.1,
+        "photon_sigma": ones,
+        "background": ones * 20,
+        "stride": stride,
+    }
+
+
+def test_extract_puts_emitters_at_the_conventions_coordinates():
+    det = extract(_level(16, 16, 1.0, [(5, 7, 0.3, -0.2)]), 0.5, 16, 16)
+    np.testing.assert_allclose([det["x"].item(), det["y"].item()], [7.3, 4.8], atol=1e-6)
+    assert det["uncertainty"].item() == pytest.approx(0.1)
+
+
+def test_extract_on_a_super_resolved_grid():
+    # cell (10, 14) of a 2x grid has its centre at input pixel (4.75, 6.75); offsets are in cells
+    det = extract(_level(32, 32, 0.5, [(10, 14, 0.4, 0.0)]), 0.5, 16, 16)
+    np.testing.assert_allclose([det["x"].item(), det["y"].item()], [6.75 + 0.2, 4.75], atol=1e-6)
+    assert det["uncertainty"].item() == pytest.approx(0.05)
+
+
+def test_adjacent_emitters_are_both_found_and_isolated_ones_once():
+    det = extract(_level(16, 16, 1.0, [(5, 5, 0, 0), (5, 6, 0, 0), (12, 2, 0, 0)]), 0.5, 16, 16)
+    assert len(det["x"]) == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return EmitterModel(net=TrueVAREmitterPredictor(ModelConfig(**TINY)).eval(), threshold=0.3)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model)
+    loaded = load_checkpoint(path)
+    assert loaded.config == tiny_model.config and loaded.threshold == 0.3
+    x = torch.rand(1, 1, 16, 16) * 100
+    with torch.no_grad():
+        a, b = tiny_model.net(x), loaded.net(x)
+    for la, lb in zip(a, b):
+        assert torch.equal(la["logits"], lb["logits"])
+
+
+def test_checkpoint_from_another_architecture_is_refused(tiny_model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model)
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["embed_dim"] = 32
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/napari_var_emitter_pwned",))
+
+
+def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
+    marker = "/tmp/napari_var_emitter_pwned"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "napari-var-emitter/1", "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", b"PK\x03\x04truncated"])
+def test_unreadable_checkpoint_files(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no model file"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_predict_returns_maps_with_geometry_and_progress(tiny_model):
+    frames = np.random.default_rng(0).poisson(600, size=(5, 24, 20)).astype(np.uint16)
+    events = []
+    result = predict(frames, tiny_model, Camera(), device="cpu", batch_size=2, maps=(0, 3),
+                     progress=lambda done, total: events.append((done, total)))
+    assert events == [(2, 5), (4, 5), (5, 5)]
+    assert set(result.maps) == {0, 3}
+    assert result.maps[0].data.shape == (5, 3, 3) and result.maps[0].factor == (8.0, 8.0)
+    assert result.maps[3].data.shape == (5, 24, 20) and result.maps[3].factor == (1.0, 1.0)
+    assert result.device == "cpu" and result.grid_factor == 1.0
+    sr = predict(frames, tiny_model, Camera(), device="cpu", mode="super_resolution", maps=(4,))
+    assert sr.maps[4].data.shape == (5, 48, 40) and sr.grid_factor == 2.0
+
+
+def test_predict_reads_only_the_frame_range(tiny_model):
+    frames = np.random.default_rng(0).poisson(600, size=(6, 16, 16)).astype(np.float32)
+    frames[0] = np.nan  # outside the range: never read
+    result = predict(frames, tiny_model, Camera(), device="cpu", frame_range=(2, 5), maps=(3,))
+    assert result.maps[3].data.shape[0] == 3
+    assert np.all((result.localizations.frame >= 2) & (result.localizations.frame < 5))
+
+
+@pytest.mark.parametrize(
+    "frames, kwargs, message",
+    [
+        (np.zeros((0, 16, 16)), {}, "empty"),
+        (np.zeros((2, 3, 16, 16)), {}, "dimensions"),
+        (np.full((2, 16, 16), np.nan), {}, "NaN"),
+        (np.zeros((2, 16, 16)), {"mode": "magic"}, "mode"),
+        (np.zeros((2, 16, 16)), {"frame_range": (1, 9)}, "range"),
+        (np.zeros((2, 16, 16)), {"device": "cuda"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
+        (np.zeros((2, 16, 16)), {"mode": "super_resolution", "sr_factor": 3}, "factor"),
+        (np.zeros((2, 16, 16), dtype=bool), {}, "numbers"),
+    ],
+)
+def test_predict_bad_input_gives_one_clear_error(tiny_model, frames, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        gen = iter_predict(frames, tiny_model, Camera(), **kwargs)
+        for _ in gen:
+            pass
