@@ -38,6 +38,7 @@ class EmitterModel:
     threshold: float = 0.5
     camera: Camera = field(default_factory=Camera)  # the camera it was trained for
     psf_sigma_nm: float = 120.0  # mean PSF width of its training data
+    uncertainty_scale: float = 1.0  # calibration of the predicted uncertainty, fitted on validation data
     meta: dict = field(default_factory=dict)  # training config, metrics, step, provenance
     name: str = "model"
 
@@ -60,6 +61,7 @@ def save_checkpoint(path: str | Path, model: EmitterModel, extra: dict | None = 
         "threshold": float(model.threshold),
         "camera": model.camera.to_dict(),
         "psf_sigma_nm": float(model.psf_sigma_nm),
+        "uncertainty_scale": float(model.uncertainty_scale),
         "meta": model.meta,
     }
     payload.update(extra or {})
@@ -109,6 +111,9 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     threshold = payload.get("threshold", 0.5)
     if not isinstance(threshold, float) or not math.isfinite(threshold) or not 0 < threshold < 5:
         raise CheckpointError(f"{path} holds an invalid detection threshold {threshold!r}")
+    uncertainty_scale = payload.get("uncertainty_scale", 1.0)
+    if not isinstance(uncertainty_scale, float) or not 0.1 <= uncertainty_scale <= 10:
+        raise CheckpointError(f"{path} holds an invalid uncertainty scale {uncertainty_scale!r}")
     try:
         camera = Camera.from_dict(payload.get("camera", {}))
     except CameraError as exc:
@@ -119,6 +124,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
         threshold=threshold,
         camera=camera,
         psf_sigma_nm=float(payload.get("psf_sigma_nm", 120.0)),
+        uncertainty_scale=uncertainty_scale,
         meta=payload.get("meta", {}) if isinstance(payload.get("meta"), dict) else {},
         name=path.stem,
     )

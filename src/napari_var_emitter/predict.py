@@ -164,7 +164,7 @@ def iter_predict(
                 frame=frame_index,
                 **{k: det[k].float().cpu().numpy() for k in ("x", "y", "photons", "background", "bkgstd")},
                 sigma=np.full(len(frame_index), psf_sigma_px),
-                uncertainty=det["uncertainty"].float().cpu().numpy(),
+                uncertainty=det["uncertainty"].float().cpu().numpy() * model.uncertainty_scale,
                 probability=det["probability"].float().cpu().numpy(),
                 grid_factor=1.0 / final_stride,
             )

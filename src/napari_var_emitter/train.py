@@ -32,7 +32,7 @@ from .predict import predict, resolve_device
 from .simulate import SimulationConfig, simulate_batch, simulate_movie
 
 VALIDATION_SEEDS = (5000, 5001)  # never used by the benchmark (>= 10000) nor by training batches
-THRESHOLDS = tuple(np.round(np.arange(0.2, 0.95, 0.05), 2))
+THRESHOLDS = tuple(np.round(np.arange(0.05, 0.95, 0.05), 2))
 
 
 @dataclass
@@ -152,6 +152,7 @@ def validate(model: EmitterModel, movies, device) -> tuple[float, dict]:
     metrics = {"threshold": threshold}
     for name, rep in zip(("sparse", "dense"), reports):
         metrics.update({f"{name}_jaccard": rep.jaccard, f"{name}_rmse_nm": rep.rmse_nm, f"{name}_efficiency": rep.efficiency})
+        metrics[f"{name}_calibration"] = rep.calibration
     return threshold, metrics
 
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Turn a training checkpoint into bundled weights: re-pick the detection threshold and calibrate
+the predicted uncertainty (one scale factor) on the validation movies (train.validate: fixed seeds
+5000/5001, never the benchmark's), drop the optimizer state, and record where the weights came from.
+
+    python training/finalize_weights.py runs/default.pt src/napari_var_emitter/weights/default.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from napari_var_emitter.checkpoint import load_checkpoint, save_checkpoint
+from napari_var_emitter.train import TrainConfig, validate, validation_movies
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("out")
+    parser.add_argument("--note", default="", help="provenance note stored in meta['provenance']")
+    args = parser.parse_args(argv)
+    model = load_checkpoint(args.checkpoint)
+    cfg = TrainConfig.from_dict(model.meta["train_config"])
+    threshold, metrics = validate(model, validation_movies(cfg, "cpu"), "cpu")
+    print(f"threshold {model.threshold} -> {threshold}; " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
+    model.threshold = threshold
+    # calibration = RMS(error / predicted uncertainty) with the current scale: fold it into the scale
+    factor = float(np.sqrt(np.mean([metrics["sparse_calibration"] ** 2, metrics["dense_calibration"] ** 2])))
+    model.uncertainty_scale = round(model.uncertainty_scale * factor, 4)
+    print(f"uncertainty scale -> {model.uncertainty_scale}")
+    model.meta["validation"] = {**metrics, "step": model.meta.get("step")}
+    if args.note:
+        model.meta["provenance"] = args.note
+    save_checkpoint(args.out, model)  # no train_state: weights, config, threshold, camera, meta
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
