@@ -67,6 +67,7 @@ def save_checkpoint(path: str | Path, model: EmitterModel, extra: dict | None = 
     payload.update(extra or {})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is an ordinary file
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)

@@ -112,6 +112,7 @@ def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> None:
         locs.grid_factor,
     ]
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is an ordinary file
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             handle.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n")
