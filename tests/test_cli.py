@@ -175,8 +175,27 @@ def test_train_writes_a_loadable_checkpoint(tmp_path, capsys):
     from napari_var_emitter.checkpoint import load_checkpoint
 
     out = tmp_path / "m.pt"
-    code = main(["train", "--out", str(out), "--steps", "2", "--batch-size", "2", "--val-every", "2",
-                 "--device", "cpu", "--em-gain", "1", "--e-per-adu", "2", "--qe", "0.8"])
+    code = main(
+        [
+            "train",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--val-every",
+            "2",
+            "--device",
+            "cpu",
+            "--em-gain",
+            "1",
+            "--e-per-adu",
+            "2",
+            "--qe",
+            "0.8",
+        ]
+    )
     assert code == 0
     model = load_checkpoint(out)
     assert model.camera.em_gain == 1 and model.meta["step"] == 2

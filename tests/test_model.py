@@ -7,7 +7,9 @@ from napari_var_emitter.errors import CheckpointError, InputError
 from napari_var_emitter.model import PRESETS, ModelConfig, TrueVAREmitterPredictor, preset
 from napari_var_emitter.model.loss import VAREmitterLoss, occupancy_targets
 
-TINY = dict(embed_dim=16, conv_dim=8, num_heads=2, num_layers=2, encoder_channels=8, token_dim=4, vocab_size=8)
+TINY = dict(
+    embed_dim=16, conv_dim=8, num_heads=2, num_layers=2, encoder_channels=8, token_dim=4, vocab_size=8
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_teacher_forcing_with_own_tokens_equals_kv_cache_inference(net, frames):
     with torch.no_grad():
         inferred = net(frames)
         forced = net(frames, teacher_tokens=net.tokens_from_outputs(inferred))
-    for a, b in zip(inferred, forced):
+    for a, b in zip(inferred, forced, strict=False):
         for key in ("logits", "offset", "photons", "sigma", "background"):
             torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
 
@@ -105,7 +107,9 @@ def test_super_resolution_continues_the_chain(net, frames):
 
 def test_seed_api_40_to_80_super_resolution():
     """The seed's example: patch_nums 10/20/40/80 for 160 px, a 40x40 input predicted at 80x80."""
-    cfg = preset("seed", embed_dim=24, num_heads=2, num_layers=1, conv_dim=8, encoder_channels=4, vocab_size=32)
+    cfg = preset(
+        "seed", embed_dim=24, num_heads=2, num_layers=1, conv_dim=8, encoder_channels=4, vocab_size=32
+    )
     model = TrueVAREmitterPredictor(cfg).eval()
     with torch.no_grad():
         outs160 = model(torch.rand(1, 1, 160, 160))

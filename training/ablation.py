@@ -42,8 +42,11 @@ def main(argv=None) -> int:
     t0 = time.time()
     for event in iter_train(cfg):
         if event.val:
-            print(f"step {event.step} {time.time() - t0:.0f}s " + " ".join(f"{k}={v:.3g}" for k, v in event.val.items()),
-                  flush=True)
+            print(
+                f"step {event.step} {time.time() - t0:.0f}s "
+                + " ".join(f"{k}={v:.3g}" for k, v in event.val.items()),
+                flush=True,
+            )
         if event.step >= args.stop_at and event.checkpoint:
             break
     return 0

@@ -189,7 +189,12 @@ def method_var_sr(bench: BenchSet, args):
     return _var_runner(bench, args, "super_resolution")
 
 
-METHODS = {"classical": method_classical, "picasso": method_picasso, "var": method_var, "var-sr": method_var_sr}
+METHODS = {
+    "classical": method_classical,
+    "picasso": method_picasso,
+    "var": method_var,
+    "var-sr": method_var_sr,
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +218,9 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
         crlb_min_photons=1000.0,
     )
     return {
-        "method": method if method not in ("var", "var-sr") or not args.var_label else f"{args.var_label}{method[3:]}",
+        "method": method
+        if method not in ("var", "var-sr") or not args.var_label
+        else f"{args.var_label}{method[3:]}",
         "set": bench.name,
         "frames": len(bench.frames),
         "n_truth": report.n_truth,
@@ -255,7 +262,12 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         cells = [r["method"], r["set"], f(r["JI"]), f(r["RMSE_nm"]), f(r["E"]), f(r["recall"])]
         cells += [f(r["precision"]), f"{f(r['bias_x_nm'], 2)} / {f(r['bias_y_nm'], 2)}"]
-        cells += [f(r["RMSE_over_CRLB"], 2), f(r["calibration"], 2), f(r["flatness"], 2), f(r["frames_per_s"], 0)]
+        cells += [
+            f(r["RMSE_over_CRLB"], 2),
+            f(r["calibration"], 2),
+            f(r["flatness"], 2),
+            f(r["frames_per_s"], 0),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -282,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         help="Picasso minimum net gradient, in photons (converted to ADU with the camera)",
     )
     parser.add_argument("--var-model", default=None, help="checkpoint for var/var-sr (default: bundled)")
-    parser.add_argument("--var-label", default="", help="name the var rows (e.g. var-nochain for an ablation)")
+    parser.add_argument(
+        "--var-label", default="", help="name the var rows (e.g. var-nochain for an ablation)"
+    )
     parser.add_argument("--csv", type=Path, default=None, help="also save the rows as CSV")
     args = parser.parse_args(argv)
 

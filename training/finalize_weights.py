@@ -26,7 +26,9 @@ def main(argv=None) -> int:
     model = load_checkpoint(args.checkpoint)
     cfg = TrainConfig.from_dict(model.meta["train_config"])
     threshold, metrics = validate(model, validation_movies(cfg, "cpu"), "cpu")
-    print(f"threshold {model.threshold} -> {threshold}; " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
+    print(
+        f"threshold {model.threshold} -> {threshold}; " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items())
+    )
     model.threshold = threshold
     # calibration = RMS(error / predicted uncertainty) with the current scale: fold it into the scale
     factor = float(np.sqrt(np.mean([metrics["sparse_calibration"] ** 2, metrics["dense_calibration"] ** 2])))

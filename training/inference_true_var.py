@@ -33,7 +33,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled weights)")
     parser.add_argument("--mode", choices=("progressive", "super_resolution", "both"), default="both")
-    parser.add_argument("--target_res", type=int, default=None, help="super-resolution grid (default: 2x the input)")
+    parser.add_argument(
+        "--target_res", type=int, default=None, help="super-resolution grid (default: 2x the input)"
+    )
     parser.add_argument("--input", default=None, help="TIFF stack; default: a simulated 64x64 movie")
     parser.add_argument("--frames", type=int, default=20, help="frames to simulate without --input")
     parser.add_argument("--device", default="auto")
@@ -57,25 +59,42 @@ def main(argv=None) -> int:
             if mode == "super_resolution" and args.target_res:
                 sr_factor = args.target_res / H
                 if sr_factor != int(sr_factor):
-                    raise VarEmitterError(f"--target_res {args.target_res} is not a whole multiple of the input {H}")
+                    raise VarEmitterError(
+                        f"--target_res {args.target_res} is not a whole multiple of the input {H}"
+                    )
                 sr_factor = int(sr_factor)
             levels = len(model.config.patch_nums) + (1 if mode == "super_resolution" else 0)
             t0 = time.perf_counter()
-            result = predict(frames, model, model.camera, mode=mode, sr_factor=sr_factor, device=args.device,
-                             maps=tuple(range(levels)))
+            result = predict(
+                frames,
+                model,
+                model.camera,
+                mode=mode,
+                sr_factor=sr_factor,
+                device=args.device,
+                maps=tuple(range(levels)),
+            )
             seconds = time.perf_counter() - t0
             to_csv(result.localizations, out_dir / f"locs_{mode}.csv", model.camera.pixel_size_nm)
-            print(f"{mode}: {len(result.localizations)} localizations in {T} frames of {H}x{W}, "
-                  f"{T / seconds:.1f} frames/s on {result.device}")
+            print(
+                f"{mode}: {len(result.localizations)} localizations in {T} frames of {H}x{W}, "
+                f"{T / seconds:.1f} frames/s on {result.device}"
+            )
             for level, pmap in result.maps.items():
-                tifffile.imwrite(out_dir / f"prob_{mode}_level{level}_{pmap.name}.tif", pmap.data.astype(np.float32))
+                tifffile.imwrite(
+                    out_dir / f"prob_{mode}_level{level}_{pmap.name}.tif", pmap.data.astype(np.float32)
+                )
                 expected = float(pmap.data.sum() / T)
-                print(f"  level {level} {pmap.name:>9}: mean emitters per frame by probability {expected:.1f}")
+                print(
+                    f"  level {level} {pmap.name:>9}: mean emitters per frame by probability {expected:.1f}"
+                )
             if truth is not None:
                 report = evaluate(result.localizations, truth, model.camera.pixel_size_nm)
-                print(f"  vs truth ({len(truth) / T:.1f} emitters/frame): JI {report.jaccard:.1f} "
-                      f"RMSE {report.rmse_nm:.1f} nm E {report.efficiency:.1f}"
-                      + ("" if math.isnan(report.calibration) else f" calibration {report.calibration:.2f}"))
+                print(
+                    f"  vs truth ({len(truth) / T:.1f} emitters/frame): JI {report.jaccard:.1f} "
+                    f"RMSE {report.rmse_nm:.1f} nm E {report.efficiency:.1f}"
+                    + ("" if math.isnan(report.calibration) else f" calibration {report.calibration:.2f}")
+                )
     except (VarEmitterError, OSError) as exc:
         print(f"inference_true_var: error: {exc}", file=sys.stderr)
         return 2

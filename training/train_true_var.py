@@ -66,7 +66,9 @@ def config_from_json(values: dict) -> TrainConfig:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON config (config_default.json, config_true_var.json)")
+    parser.add_argument(
+        "--config", required=True, help="JSON config (config_default.json, config_true_var.json)"
+    )
     parser.add_argument("--out", default="best_model.pt", help="checkpoint to write")
     parser.add_argument("--steps", type=int, help="override the number of steps")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
@@ -85,8 +87,11 @@ def main(argv=None) -> int:
         t0 = time.time()
         for event in iter_train(cfg):
             if event.step % 25 == 0 or event.val:
-                print(f"step {event.step}/{event.total_steps} loss {event.loss:.4f} lr {event.lr:.2e} "
-                      f"{time.time() - t0:.0f}s", flush=True)
+                print(
+                    f"step {event.step}/{event.total_steps} loss {event.loss:.4f} lr {event.lr:.2e} "
+                    f"{time.time() - t0:.0f}s",
+                    flush=True,
+                )
             if event.val:
                 print("  validation " + " ".join(f"{k}={v:.3g}" for k, v in event.val.items()), flush=True)
     except (VarEmitterError, OSError, ValueError) as exc:

@@ -108,7 +108,9 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match its declared architecture: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path} does not match its declared architecture: {str(exc).splitlines()[0]}"
+        ) from None
     threshold = payload.get("threshold", 0.5)
     if not isinstance(threshold, float) or not math.isfinite(threshold) or not 0 < threshold < 5:
         raise CheckpointError(f"{path} holds an invalid detection threshold {threshold!r}")

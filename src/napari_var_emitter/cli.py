@@ -249,8 +249,14 @@ def _add_train(sub) -> None:
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--psf-sigma-nm", type=float, nargs=2, default=d.psf_sigma_nm, metavar=("LO", "HI"))
     p.add_argument("--photons", type=float, nargs=2, default=d.photons, metavar=("LO", "HI"))
-    p.add_argument("--density", type=float, nargs=2, default=d.density_per_um2, metavar=("LO", "HI"),
-                   help="emitters per square micrometre, drawn per batch")
+    p.add_argument(
+        "--density",
+        type=float,
+        nargs=2,
+        default=d.density_per_um2,
+        metavar=("LO", "HI"),
+        help="emitters per square micrometre, drawn per batch",
+    )
     p.add_argument("--background", type=float, nargs=2, default=d.background_photons, metavar=("LO", "HI"))
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -288,7 +294,6 @@ def _run_train(args: argparse.Namespace) -> int:
             _say(args, f"step {event.step}/{event.total_steps} loss {event.loss:.3f} {metrics}")
     _say(args, f"saved {args.out} after {cfg.steps} steps in {time.perf_counter() - start:.0f} s")
     return 0
-
 
 
 # ---------------------------------------------------------------------------------------------------

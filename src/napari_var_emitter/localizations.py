@@ -111,17 +111,21 @@ def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> None:
         locs.probability,
         locs.grid_factor,
     ]
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"
+    )
     os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is an ordinary file
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             handle.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n")
-            rows = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns]) if len(locs) else np.zeros((0, 11))
+            rows = (
+                np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+                if len(locs)
+                else np.zeros((0, 11))
+            )
             for row in rows:
                 handle.write(
-                    f"{int(row[0])},{int(row[1])},"
-                    + ",".join(repr(float(v)) for v in row[2:])
-                    + "\n"
+                    f"{int(row[0])},{int(row[1])}," + ",".join(repr(float(v)) for v in row[2:]) + "\n"
                 )
         os.replace(tmp, path)
     except BaseException:
@@ -185,7 +189,9 @@ def parse_csv(text: str, pixel_size_nm: float, source: str = "CSV") -> Localizat
             if not row:
                 continue
             if len(row) != len(header):
-                raise CsvFormatError(f"{source} line {line_number}: {len(row)} fields, header has {len(header)}")
+                raise CsvFormatError(
+                    f"{source} line {line_number}: {len(row)} fields, header has {len(header)}"
+                )
             for name, col in index.items():
                 values[name].append(float(row[col]))
     except csv.Error as exc:

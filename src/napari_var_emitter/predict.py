@@ -50,7 +50,7 @@ class PredictionResult:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" takes CUDA, then Apple MPS, then the CPU; an unavailable explicit device is an error."""
+    """ "auto" takes CUDA, then Apple MPS, then the CPU; an unavailable explicit device is an error."""
     name = str(device)
     if name == "auto":
         if torch.cuda.is_available():
@@ -131,7 +131,9 @@ def iter_predict(
     if mode == "super_resolution":
         if sr_factor < 2 or sr_factor not in [round(1 / s) for s in cfg.strides if s < 1]:
             supported = [round(1 / s) for s in cfg.strides if s < 1]
-            raise InputError(f"super-resolution factor {sr_factor} is not supported by this model; choose from {supported}")
+            raise InputError(
+                f"super-resolution factor {sr_factor} is not supported by this model; choose from {supported}"
+            )
         final_stride = 1.0 / sr_factor
     else:
         final_stride = cfg.strides[n_prog - 1]

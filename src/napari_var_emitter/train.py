@@ -119,7 +119,7 @@ def _simulation(cfg: TrainConfig, rng: random.Random, structure: str | None = No
 def validation_movies(cfg: TrainConfig, device) -> list:
     """Fixed seeded movies: sparse and dense, over the training photon range."""
     movies = []
-    for seed, density in zip(VALIDATION_SEEDS, (0.3, 2.0)):
+    for seed, density in zip(VALIDATION_SEEDS, (0.3, 2.0), strict=False):
         sim = SimulationConfig(
             frame_size=(cfg.frame_size, cfg.frame_size),
             density_per_um2=density,
@@ -143,15 +143,21 @@ def validate(model: EmitterModel, movies, device) -> tuple[float, dict]:
     for th in THRESHOLDS:
         reports = [
             evaluate(r.localizations.subset(r.localizations.probability > th), m.truth, px)
-            for r, m in zip(results, movies)
+            for r, m in zip(results, movies, strict=False)
         ]
         score = float(np.mean([rep.jaccard for rep in reports]))
         if best is None or score > best[0]:
             best = (score, float(th), reports)
     _, threshold, reports = best
     metrics = {"threshold": threshold}
-    for name, rep in zip(("sparse", "dense"), reports):
-        metrics.update({f"{name}_jaccard": rep.jaccard, f"{name}_rmse_nm": rep.rmse_nm, f"{name}_efficiency": rep.efficiency})
+    for name, rep in zip(("sparse", "dense"), reports, strict=False):
+        metrics.update(
+            {
+                f"{name}_jaccard": rep.jaccard,
+                f"{name}_rmse_nm": rep.rmse_nm,
+                f"{name}_efficiency": rep.efficiency,
+            }
+        )
         metrics[f"{name}_calibration"] = rep.calibration
     return threshold, metrics
 
@@ -171,6 +177,11 @@ def _teacher_tokens(net, emitters, batch, grids, strides, cfg, rng, x, num_level
         random_tokens = torch.randint(0, V, tokens[k].shape, device=x.device)
         tokens[k] = torch.where(flip, random_tokens, tokens[k])
     return tokens
+
+
+def _hardware(device: torch.device) -> str:
+    chip = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    return f"{platform.machine()} {chip}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]:
@@ -222,7 +233,9 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
         for group in optimizer.param_groups:
             group["lr"] = lr
         # 3. a fresh simulated batch
-        batch = simulate_batch(_simulation(cfg, rng), cfg.batch_size, window=window, generator=generator, device=device)
+        batch = simulate_batch(
+            _simulation(cfg, rng), cfg.batch_size, window=window, generator=generator, device=device
+        )
         x = cfg.camera.adu_to_photons(batch.frames)  # (B, window, H, W) photons
         emitters = batch.emitters[batch.emitters[:, 1] == window // 2]
         background = batch.background[:, window // 2]
@@ -257,8 +270,7 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
                 "step": step + 1,
                 "validation": val,
                 "train_seconds": round(time.time() - t_start, 1),
-                "hardware": f"{platform.machine()} {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
-                f", torch {torch.__version__}, {torch.get_num_threads()} threads",
+                "hardware": _hardware(device),
             }
             state = {"step": step + 1, "optimizer": optimizer.state_dict()}
             ckpt = str(save_checkpoint(cfg.out, model, extra={"train_state": state}))

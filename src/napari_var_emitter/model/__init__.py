@@ -3,4 +3,11 @@
 from .config import PRESETS, ModelConfig, preset
 from .var import AdaLNSelfAttn, EmitterVectorQuantizer, TrueVAREmitterPredictor
 
-__all__ = ["ModelConfig", "PRESETS", "preset", "TrueVAREmitterPredictor", "EmitterVectorQuantizer", "AdaLNSelfAttn"]
+__all__ = [
+    "ModelConfig",
+    "PRESETS",
+    "preset",
+    "TrueVAREmitterPredictor",
+    "EmitterVectorQuantizer",
+    "AdaLNSelfAttn",
+]

@@ -47,20 +47,35 @@ class ModelConfig:
         for p in pn:
             stride = self.train_size / p
             if stride < 1 or abs(math.log2(stride) - round(math.log2(stride))) > 1e-9:
-                raise CheckpointError(f"train_size / patch_num must be a power of two >= 1, got {self.train_size}/{p}")
+                raise CheckpointError(
+                    f"train_size / patch_num must be a power of two >= 1, got {self.train_size}/{p}"
+                )
         if list(pn) != sorted(set(pn)):
             raise CheckpointError(f"patch_nums must increase strictly, got {pn}")
         if not 0 <= self.attn_levels <= len(pn):
             raise CheckpointError(f"attn_levels must be in [0, {len(pn)}], got {self.attn_levels}")
         if self.embed_dim % self.num_heads:
-            raise CheckpointError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+            raise CheckpointError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
         if self.frame_window < 1 or self.frame_window % 2 == 0:
             raise CheckpointError(f"frame_window must be odd and >= 1, got {self.frame_window}")
-        for name in ("embed_dim", "conv_dim", "num_heads", "conv_blocks", "encoder_channels", "vocab_size", "token_dim", "num_phi"):
+        for name in (
+            "embed_dim",
+            "conv_dim",
+            "num_heads",
+            "conv_blocks",
+            "encoder_channels",
+            "vocab_size",
+            "token_dim",
+            "num_phi",
+        ):
             if getattr(self, name) < 1:
                 raise CheckpointError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.extra_levels < 0 or self.num_layers < 0 or self.encoder_blocks < 0 or self.photon_scale <= 0:
-            raise CheckpointError("extra_levels, num_layers, encoder_blocks must be >= 0 and photon_scale > 0")
+            raise CheckpointError(
+                "extra_levels, num_layers, encoder_blocks must be >= 0 and photon_scale > 0"
+            )
 
     @property
     def strides(self) -> tuple[float, ...]:
@@ -101,8 +116,14 @@ class ModelConfig:
                 raise CheckpointError(f"model config {key} must be a number, got {value!r}")
             elif key != "photon_scale" and not float(value).is_integer():
                 raise CheckpointError(f"model config {key} must be an integer, got {value!r}")
-        ints = {k: (int(v) if k not in ("photon_scale", "chain", "patch_nums") else v) for k, v in values.items()}
-        if ints.get("embed_dim", 0) > 4096 or ints.get("num_layers", 0) > 128 or ints.get("vocab_size", 0) > 65536:
+        ints = {
+            k: (int(v) if k not in ("photon_scale", "chain", "patch_nums") else v) for k, v in values.items()
+        }
+        if (
+            ints.get("embed_dim", 0) > 4096
+            or ints.get("num_layers", 0) > 128
+            or ints.get("vocab_size", 0) > 65536
+        ):
             raise CheckpointError("model config is out of range (embed_dim <= 4096, num_layers <= 128)")
         return cls(**ints)
 

@@ -29,7 +29,7 @@ def occupancy_targets(emitters: torch.Tensor, batch: int, grids, strides) -> lis
     """(N, 6) [b, t, x, y, photons, sigma] of the predicted frame -> per level (B, h, w) in {0, 1}."""
     targets = []
     b = emitters[:, 0].long()
-    for (h, w), s in zip(grids, strides):
+    for (h, w), s in zip(grids, strides, strict=False):
         occ = torch.zeros(batch, h, w, device=emitters.device)
         if len(emitters):
             occ[b, cell_index(emitters[:, 3], s, h), cell_index(emitters[:, 2], s, w)] = 1.0
@@ -68,7 +68,7 @@ class VAREmitterLoss(nn.Module):
         parts = {}
         total = outputs[0]["logits"].new_zeros(())
         per_emitter = 1.0 / (len(emitters) + B)  # every level's BCE is summed and counted per emitter
-        for k, (out, occ) in enumerate(zip(outputs, occupancy)):
+        for k, (out, occ) in enumerate(zip(outputs, occupancy, strict=False)):
             if self.weight(k) > 0:
                 bce = F.binary_cross_entropy_with_logits(out["logits"], occ, reduction="sum") * per_emitter
                 parts[f"bce_{k}"] = bce.detach()
@@ -76,7 +76,11 @@ class VAREmitterLoss(nn.Module):
         for k in loc_levels:
             count, gmm = self.localization_terms(outputs[k], emitters)
             bg = self.background_term(outputs[k], background_BHW)
-            parts[f"count_{k}"], parts[f"gmm_{k}"], parts[f"bg_{k}"] = count.detach(), gmm.detach(), bg.detach()
+            parts[f"count_{k}"], parts[f"gmm_{k}"], parts[f"bg_{k}"] = (
+                count.detach(),
+                gmm.detach(),
+                bg.detach(),
+            )
             total = total + self.loc_weight * (count + gmm) + self.background_weight * bg
         parts["total"] = total.detach()
         return total, parts
@@ -86,7 +90,9 @@ class VAREmitterLoss(nn.Module):
         B, h, w = p.shape
         s = out["stride"]
         # count: the number of emitters per frame ~ Normal(sum p, sum p(1-p))
-        n_true = torch.bincount(emitters[:, 0].long(), minlength=B).float() if len(emitters) else p.new_zeros(B)
+        n_true = (
+            torch.bincount(emitters[:, 0].long(), minlength=B).float() if len(emitters) else p.new_zeros(B)
+        )
         mean = p.sum((1, 2))
         var = (p * (1 - p)).sum((1, 2)).clamp_min(1e-3)
         count = (0.5 * (n_true - mean) ** 2 / var + 0.5 * torch.log(var)).mean()

@@ -138,9 +138,13 @@ class SelfAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.scale_mul = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4 * math.sqrt(self.head_dim))))
+        self.scale_mul = nn.Parameter(
+            torch.full((1, num_heads, 1, 1), math.log(4 * math.sqrt(self.head_dim)))
+        )
 
-    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None, kv_cache: list | None) -> torch.Tensor:
+    def forward(
+        self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None, kv_cache: list | None
+    ) -> torch.Tensor:
         B, L, C = x_BLC.shape
         qkv = self.qkv(x_BLC).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, nh, L, hd)
@@ -178,7 +182,9 @@ class AdaLNConvBlock(nn.Module):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(approximate="tanh"), nn.Conv2d(hidden, dim, 1))
+        self.mlp = nn.Sequential(
+            nn.Conv2d(dim, hidden, 1), nn.GELU(approximate="tanh"), nn.Conv2d(hidden, dim, 1)
+        )
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
 
     def forward(self, h_BChw, cond_BD):
@@ -237,7 +243,8 @@ class TrueVAREmitterPredictor(nn.Module):
         # 1. encoder and per-level readers of it
         self.encoder = Encoder(cfg)
         self.readers = nn.ModuleList(
-            LevelReader(cfg.encoder_channels, C if i < cfg.attn_levels else Cc, s) for i, s in enumerate(strides)
+            LevelReader(cfg.encoder_channels, C if i < cfg.attn_levels else Cc, s)
+            for i, s in enumerate(strides)
         )
         # 2. token chain: quantizer, word embedding, start token
         self.quantizer = EmitterVectorQuantizer(cfg.vocab_size, cfg.token_dim, strides, cfg.num_phi)
@@ -253,7 +260,9 @@ class TrueVAREmitterPredictor(nn.Module):
         self.blocks = nn.ModuleList(AdaLNSelfAttn(C, cfg.num_heads) for _ in range(cfg.num_layers))
         # 4. conv levels: context from the previous level, shared AdaLN conv blocks
         self.context = nn.ModuleList(
-            nn.ConvTranspose2d(C if i - 1 < cfg.attn_levels else Cc, Cc, 2, stride=2) if i > 0 else nn.Identity()
+            nn.ConvTranspose2d(C if i - 1 < cfg.attn_levels else Cc, Cc, 2, stride=2)
+            if i > 0
+            else nn.Identity()
             for i in range(self.num_levels)
         )
         self.conv_lvl_embed = nn.Embedding(self.num_levels, Cc)
@@ -279,7 +288,10 @@ class TrueVAREmitterPredictor(nn.Module):
 
     def level_names(self, frame_shape) -> list[str]:
         H, W = frame_shape[-2:]
-        return [f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in self.config.strides[: len(self.config.patch_nums)]]
+        return [
+            f"{math.ceil(H / s)}x{math.ceil(W / s)}"
+            for s in self.config.strides[: len(self.config.patch_nums)]
+        ]
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.config.frame_window:
@@ -346,7 +358,9 @@ class TrueVAREmitterPredictor(nn.Module):
             nonlocal f_hat
             if perturb is not None:
                 tokens = perturb(si, tokens)
-            f_hat, nxt = self.quantizer.get_next_autoregressive_input(si, SN, f_hat, self.quantizer.embed(tokens))
+            f_hat, nxt = self.quantizer.get_next_autoregressive_input(
+                si, SN, f_hat, self.quantizer.embed(tokens)
+            )
             return nxt
 
         inputs = [None] * SN
@@ -358,7 +372,11 @@ class TrueVAREmitterPredictor(nn.Module):
         hidden = None
         if A > 0:
             cond = torch.cat(
-                [self.cond_embed.weight[i][None, None].expand(B, h * w, -1) for i, (h, w) in enumerate(grids[:A])], 1
+                [
+                    self.cond_embed.weight[i][None, None].expand(B, h * w, -1)
+                    for i, (h, w) in enumerate(grids[:A])
+                ],
+                1,
             )
             if teacher_tokens is not None:
                 tok = torch.cat([self._attn_tokens(i, inputs[i], enc, B, grids[i]) for i in range(A)], dim=1)
@@ -376,14 +394,16 @@ class TrueVAREmitterPredictor(nn.Module):
                 for i, (h, w) in enumerate(grids[:A]):
                     tok = self._attn_tokens(i, inputs[i], enc, B, (h, w))
                     cond_i = cond[:, start : start + h * w]
-                    for block, cache in zip(self.blocks, caches):
+                    for block, cache in zip(self.blocks, caches, strict=False):
                         tok = block(tok, cond_i, kv_cache=cache)
                     start += h * w
                     hidden = tok.transpose(1, 2).reshape(B, -1, h, w)
                     raw = self.heads[i](hidden)
                     raw_outputs.append(raw)
                     if i < SN - 1:
-                        inputs[i + 1] = feed(i, self.quantizer.probability_to_tokens(torch.sigmoid(raw[:, 0])))
+                        inputs[i + 1] = feed(
+                            i, self.quantizer.probability_to_tokens(torch.sigmoid(raw[:, 0]))
+                        )
 
         # conv levels
         for i in range(A, SN):
@@ -410,12 +430,18 @@ class TrueVAREmitterPredictor(nn.Module):
         """Run the chain until the grid reaches ``target_resolution`` (int for square input or
         (h, w)); e.g. a 40x40 input with target 80 gives 2x super-resolution."""
         H, W = x.shape[-2:]
-        target = (target_resolution, target_resolution) if isinstance(target_resolution, int) else target_resolution
+        target = (
+            (target_resolution, target_resolution)
+            if isinstance(target_resolution, int)
+            else target_resolution
+        )
         for k, s in enumerate(self.config.strides):
             if (math.ceil(H / s), math.ceil(W / s)) == tuple(target):
                 return self._run(x, k + 1)
         supported = ", ".join(f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in self.config.strides)
-        raise InputError(f"target resolution {target} is not reachable for a {H}x{W} input; choose from {supported}")
+        raise InputError(
+            f"target resolution {target} is not reachable for a {H}x{W} input; choose from {supported}"
+        )
 
     def tokens_from_outputs(self, outputs) -> list[torch.Tensor]:
         return [self.quantizer.probability_to_tokens(torch.sigmoid(o["logits"])) for o in outputs]
