@@ -12,7 +12,6 @@ from napari_var_emitter.localizations import read_csv
 from napari_var_emitter.model.config import ModelConfig
 from napari_var_emitter.model.var import TrueVAREmitterPredictor
 from napari_var_emitter.widgets.predict_widget import CHECKPOINT_FILE
-from napari_var_emitter.widgets.session import SESSION
 
 PLUGIN = "napari-var-emitter"
 SAMPLE = "Simulated SMLM movie"
@@ -22,11 +21,7 @@ TIMEOUT_MS = 180_000
 MIN_SAMPLE_JACCARD = 80.0
 
 
-@pytest.fixture(autouse=True)
-def _fresh_session():
-    SESSION.clear()
-    yield
-    SESSION.clear()
+pytestmark = pytest.mark.usefixtures("fresh_session")
 
 
 @pytest.fixture(scope="session")
@@ -36,22 +31,6 @@ def random_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "random.pt"
     save_checkpoint(path, EmitterModel(net=TrueVAREmitterPredictor(ModelConfig()), threshold=0.5))
     return path
-
-
-def _errors_since(start: int) -> list[str]:
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    return [
-        str(n.message)
-        for n in notification_manager.records[start:]
-        if n.severity == NotificationSeverity.ERROR
-    ]
-
-
-def _n_records() -> int:
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
 
 
 def _open(make_napari_viewer, sample=True):
@@ -215,48 +194,49 @@ def test_cancel(make_napari_viewer, qtbot, random_checkpoint):
 
 
 def test_bad_input_is_reported_and_the_viewer_keeps_working(
-    make_napari_viewer, qtbot, random_checkpoint, tmp_path
+    make_napari_viewer, qtbot, random_checkpoint, tmp_path, error_notifications
 ):
+    errors = error_notifications
     viewer, widget = _open(make_napari_viewer, sample=False)
     _use_checkpoint(widget, random_checkpoint)
 
-    start = _n_records()
+    errors.mark()
     widget.run_button.click()  # no image layer
-    assert any("no image layer" in m for m in _errors_since(start))
+    assert any("no image layer" in m for m in errors.messages())
     assert not widget.running
 
     viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="4d")
-    start = _n_records()
+    errors.mark()
     widget.image.value = viewer.layers["4d"]
     widget.run_button.click()
-    assert any("4 dimensions" in m for m in _errors_since(start))
+    assert any("4 dimensions" in m for m in errors.messages())
 
     viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
-    start = _n_records()
+    errors.mark()
     widget.image.value = viewer.layers["rgb"]
     widget.run_button.click()
-    assert any("RGB" in m for m in _errors_since(start))
+    assert any("RGB" in m for m in errors.messages())
 
     viewer.add_image(np.zeros((0, 32, 32), np.float32), name="empty", contrast_limits=(0, 1))
-    start = _n_records()
+    errors.mark()
     widget.image.value = viewer.layers["empty"]
     widget.run_button.click()
-    assert any("empty" in m for m in _errors_since(start))
+    assert any("empty" in m for m in errors.messages())
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    start = _n_records()
+    errors.mark()
     widget.checkpoint.value = garbage
-    assert _errors_since(start), "an unreadable checkpoint must be reported"
+    assert errors.messages(), "an unreadable checkpoint must be reported"
 
     # an error inside the worker (a device this machine lacks) reaches the user too
     viewer.add_image(np.full((2, 32, 32), 100, np.float32), name="good")
     widget.image.value = viewer.layers["good"]
     widget.checkpoint.value = random_checkpoint
     widget.device.value = "mps" if not torch.backends.mps.is_available() else "cuda"
-    start = _n_records()
+    errors.mark()
     _predict(qtbot, widget)
-    assert any("not available" in m for m in _errors_since(start))
+    assert any("not available" in m for m in errors.messages())
     assert widget.status.text().startswith("failed")
 
     # and the viewer still works: predict on the CPU

@@ -13,27 +13,7 @@ PLUGIN = "napari-var-emitter"
 TIMEOUT_MS = 300_000
 
 
-@pytest.fixture(autouse=True)
-def _fresh_session():
-    SESSION.clear()
-    yield
-    SESSION.clear()
-
-
-def _errors_since(start: int) -> list[str]:
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    return [
-        str(n.message)
-        for n in notification_manager.records[start:]
-        if n.severity == NotificationSeverity.ERROR
-    ]
-
-
-def _n_records() -> int:
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
+pytestmark = pytest.mark.usefixtures("fresh_session")
 
 
 def _open(make_napari_viewer, tmp_path, monkeypatch, steps=4):
@@ -102,28 +82,29 @@ def test_cancel_keeps_the_last_checkpoint(make_napari_viewer, qtbot, tmp_path, m
     assert widget.train_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
-def test_bad_settings_are_reported(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+def test_bad_settings_are_reported(make_napari_viewer, qtbot, tmp_path, monkeypatch, error_notifications):
+    errors = error_notifications
     viewer, predict, widget = _open(make_napari_viewer, tmp_path, monkeypatch)
     widget.psf_min.value, widget.psf_max.value = 200.0, 100.0
-    start = _n_records()
+    errors.mark()
     widget.train_button.click()
-    assert any("PSF sigma range is empty" in m for m in _errors_since(start))
+    assert any("PSF sigma range is empty" in m for m in errors.messages())
     assert not widget.running
 
     widget.psf_min.value = 100.0
     folder = tmp_path / "folder.pt"
     folder.mkdir()
     widget.out.value = folder
-    start = _n_records()
+    errors.mark()
     widget.train_button.click()
-    assert any("is a folder" in m for m in _errors_since(start))
+    assert any("is a folder" in m for m in errors.messages())
     assert not widget.running
 
     # an error inside the worker (a device this machine lacks) is a notification, not a crash
     widget.out.value = tmp_path / "ok.pt"
     widget.device.value = "mps" if not torch.backends.mps.is_available() else "cuda"
-    start = _n_records()
+    errors.mark()
     widget.train_button.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-    assert any("not available" in m for m in _errors_since(start))
+    assert any("not available" in m for m in errors.messages())
     assert widget.status.text().startswith("training failed")
