@@ -35,10 +35,12 @@ PHOTON_NORM = 1000.0  # photons predicted in units of PHOTON_NORM
 
 
 def channel_norm(h_BChw: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """LayerNorm over channels (no affine), per pixel: independent of the rest of the frame."""
-    mean = h_BChw.mean(dim=1, keepdim=True)
-    var = h_BChw.var(dim=1, keepdim=True, unbiased=False)
-    return (h_BChw - mean) * torch.rsqrt(var + eps)
+    """LayerNorm over channels (no affine), per pixel: independent of the rest of the frame.
+
+    One fused kernel on the channels-last view (free when the tensor is channels-last).
+    """
+    h_BhwC = h_BChw.permute(0, 2, 3, 1)
+    return F.layer_norm(h_BhwC, h_BhwC.shape[-1:], eps=eps).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------- 1. encoder
@@ -75,8 +77,10 @@ class LevelReader(nn.Module):
             self.proj = nn.ConvTranspose2d(in_ch, out_ch, s, stride=s)
 
     def forward(self, enc_BChw: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            enc_BChw = F.pixel_unshuffle(enc_BChw, int(self.stride))
+        if self.stride > 1:  # pixel-unshuffle + 1x1 conv, done as one s x s conv of stride s
+            s = int(self.stride)
+            w = self.proj.weight.view(self.proj.out_channels, -1, s, s)
+            return F.conv2d(enc_BChw, w, self.proj.bias, stride=s)
         return self.proj(enc_BChw)
 
 
@@ -112,7 +116,9 @@ class EmitterVectorQuantizer(nn.Module):
 
     def phi(self, si: int, SN: int) -> Phi:
         at = si / max(SN - 1, 1)
-        return self.quant_resi[int(torch.argmin((self.phi_ticks - at).abs()))]
+        n = len(self.quant_resi)
+        ticks = [(2 * k + 1) / (2 * n) for k in range(n)]  # = phi_ticks, in Python (no sync)
+        return self.quant_resi[min(range(n), key=lambda k: abs(ticks[k] - at))]
 
     def get_next_autoregressive_input(self, si: int, SN: int, f_hat: torch.Tensor, h_BChw: torch.Tensor):
         """Add level si's embedding to f_hat; return (f_hat, input of level si+1 or f_hat at the end).
@@ -188,10 +194,12 @@ class AdaLNConvBlock(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
 
     def forward(self, h_BChw, cond_BD):
-        mods = self.ada_lin(cond_BD)[:, :, None, None]
+        mods = self.ada_lin(cond_BD)[:, :, None, None]  # cond_BD may be (1, D): one level for all
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mods.chunk(6, dim=1)
-        h_BChw = h_BChw + F.gelu(self.conv(channel_norm(h_BChw) * (1 + scale1) + shift1)) * gamma1
-        return h_BChw + self.mlp(channel_norm(h_BChw) * (1 + scale2) + shift2) * gamma2
+        m = torch.addcmul(shift1, channel_norm(h_BChw), 1 + scale1)
+        h_BChw = torch.addcmul(h_BChw, F.gelu(self.conv(m)), gamma1)
+        m = torch.addcmul(shift2, channel_norm(h_BChw), 1 + scale2)
+        return torch.addcmul(h_BChw, self.mlp(m), gamma2)
 
 
 class Head(nn.Module):
@@ -326,10 +334,15 @@ class TrueVAREmitterPredictor(nn.Module):
                 h = h + self.word_embed[i](inp_BChw)
             if prev_hidden is not None:
                 h = h + self.context[i](prev_hidden)
-        cond = self.cond_embed.weight[i][None].expand(h.shape[0], -1)
+        cond = self.cond_embed.weight[i][None]  # (1, D): the same level condition for every frame
         for block in self.conv_blocks:
             h = block(h, cond)
         return h
+
+    def _head(self, i: int, hidden_BChw) -> torch.Tensor:
+        """Level i's head, always in float32: offsets need more than bfloat16's 8 bits."""
+        with torch.autocast(hidden_BChw.device.type, enabled=False):
+            return self.heads[i](hidden_BChw.float())
 
     def _attn_bias(self, grids, device) -> torch.Tensor:
         """Block-causal mask: a token sees its own level and every coarser one."""
@@ -386,7 +399,7 @@ class TrueVAREmitterPredictor(nn.Module):
                 start = 0
                 for i, (h, w) in enumerate(grids[:A]):
                     hidden = tok[:, start : start + h * w].transpose(1, 2).reshape(B, -1, h, w)
-                    raw_outputs.append(self.heads[i](hidden))
+                    raw_outputs.append(self._head(i, hidden))
                     start += h * w
             else:
                 caches = [[] for _ in self.blocks]
@@ -398,7 +411,7 @@ class TrueVAREmitterPredictor(nn.Module):
                         tok = block(tok, cond_i, kv_cache=cache)
                     start += h * w
                     hidden = tok.transpose(1, 2).reshape(B, -1, h, w)
-                    raw = self.heads[i](hidden)
+                    raw = self._head(i, hidden)
                     raw_outputs.append(raw)
                     if i < SN - 1:
                         inputs[i + 1] = feed(
@@ -408,7 +421,7 @@ class TrueVAREmitterPredictor(nn.Module):
         # conv levels
         for i in range(A, SN):
             hidden = self._conv_level(i, inputs[i], enc, hidden)
-            raw = self.heads[i](hidden)
+            raw = self._head(i, hidden)
             raw_outputs.append(raw)
             if teacher_tokens is None and i < SN - 1:
                 inputs[i + 1] = feed(i, self.quantizer.probability_to_tokens(torch.sigmoid(raw[:, 0])))

@@ -1,0 +1,79 @@
+"""Fast inference for a ``TrueVAREmitterPredictor``: precision, memory layout, compilation.
+
+``InferenceRunner(net, device, precision, compile)`` is what prediction calls instead of the bare
+network. It runs without autograd, in channels-last memory, under bfloat16 autocast where the
+hardware has fast bfloat16 (CUDA; CPUs with AMX or AVX-512 BF16), with the heads kept in float32
+(``TrueVAREmitterPredictor._head``), and optionally through ``torch.compile``. A compiled graph is
+specialised to one input shape, so batches are padded to the runner's batch size and the padding
+is dropped from the outputs: a stack compiles once per frame size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from .var import TrueVAREmitterPredictor
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bfloat16 natively (AMX / AVX-512 BF16), so bf16 is faster than fp32."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(torch.backends.mkldnn.is_available() and check is not None and check())
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        if device.type == "mps":
+            raise InputError("bf16 is not supported on Apple MPS here: use fp32 or auto")
+        return torch.bfloat16
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+class InferenceRunner:
+    """``runner(x, num_levels)`` -> the network's per-level outputs, computed fast.
+
+    x: (B, window, H, W) photons on any device; outputs are float32 dicts on ``device``.
+    """
+
+    def __init__(
+        self,
+        net: TrueVAREmitterPredictor,
+        device: torch.device,
+        precision: str = "auto",
+        compile: bool = False,
+    ):
+        self.device = device
+        self.dtype = resolve_precision(precision, device)
+        self.net = net.to(device).eval().to(memory_format=torch.channels_last)
+        self.compiled = compile
+        self._forward = torch.compile(self.net, dynamic=False) if compile else self.net
+        self._batch = 0  # compiled: the padded batch size, fixed by the first call
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+    def __call__(self, x: torch.Tensor, num_levels: int) -> list[dict]:
+        B = x.shape[0]
+        if self.compiled:  # one shape per frame size: pad the batch, drop the padding after
+            self._batch = max(self._batch, B)
+            if B < self._batch:
+                x = torch.cat([x, x[-1:].expand(self._batch - B, *x.shape[1:])])
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32),
+        ):
+            outputs = self._forward(x, num_levels=num_levels)
+        if x.shape[0] != B:
+            outputs = [{k: (v[:B] if torch.is_tensor(v) else v) for k, v in o.items()} for o in outputs]
+        return outputs
