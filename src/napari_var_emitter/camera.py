@@ -7,7 +7,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ._atomic import write_text
 from .errors import CameraError
+
+MAX_CAMERA_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,11 @@ class Camera:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise CameraError(f"camera parameter {f.name} must be a number, got {value!r}")
-            if not math.isfinite(value):
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:  # an int too large for a float
+                raise CameraError(f"camera parameter {f.name} is too large") from None
+            if not finite:
                 raise CameraError(f"camera parameter {f.name} must be finite, got {value}")
         for name in ("pixel_size_nm", "e_per_adu", "em_gain", "qe"):
             if getattr(self, name) <= 0:
@@ -63,21 +70,30 @@ class Camera:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Camera":
+        if not isinstance(values, dict):
+            raise CameraError(f"camera parameters must be a mapping, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise CameraError(f"unknown camera parameter(s): {', '.join(sorted(unknown))}")
+            raise CameraError(f"unknown camera parameter(s): {', '.join(sorted(map(str, unknown)))}")
         return cls(**values)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the parameters as JSON, atomically (a temporary file, then a rename)."""
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Camera":
+        """Read a camera JSON file; :class:`CameraError` with one clear message for a bad one."""
+        path = Path(path)
         try:
-            values = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise CameraError(f"cannot read camera file {path}: {exc}") from exc
+            too_large = path.stat().st_size > MAX_CAMERA_FILE_BYTES
+            values = None if too_large else json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            first = " ".join(str(exc).split()) or type(exc).__name__
+            raise CameraError(f"cannot read camera file {path}: {first}") from None
+        if too_large:
+            raise CameraError(f"camera file {path} is too large to hold camera parameters")
         if not isinstance(values, dict):
             raise CameraError(f"camera file {path} must hold a JSON object")
         return cls.from_dict(values)

@@ -21,5 +21,17 @@ class CheckpointError(VarEmitterError):
     """A model file that is missing, unreadable, unsafe or does not match the code."""
 
 
-class CsvFormatError(VarEmitterError, ValueError):
-    """A localization table that cannot be read."""
+class TableFormatError(VarEmitterError, ValueError):
+    """A localization table (any format) that cannot be read."""
+
+
+class CsvFormatError(TableFormatError):
+    """A localization table in CSV (ThunderSTORM) form that cannot be read."""
+
+
+class PicassoFormatError(TableFormatError):
+    """A Picasso localization file (HDF5 ``/locs`` + YAML) that cannot be read."""
+
+
+class TrainingError(VarEmitterError, RuntimeError):
+    """Training that cannot go on (e.g. the loss stays NaN); the last good checkpoint is kept."""

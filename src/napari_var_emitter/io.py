@@ -3,10 +3,23 @@
 ``read_frames`` returns the stack as ``(T, Y, X)`` in its stored dtype, memory-mapped when the
 file allows it (uncompressed, contiguous); ``as_frames`` validates any array-like and returns a
 ``float32 (T, Y, X)`` array, raising :class:`InputError` with one clear message.
+
+Limits, so that bad input is refused instead of exhausting the memory:
+
+- a frame has at least ``MIN_FRAME_SIZE`` pixels per side and at most ``MAX_FRAME_PIXELS`` pixels
+  (16384 x 16384: 1 GiB as float32, held whole while it is predicted in tiles); the shape is checked
+  from the file's header or the array's ``shape`` before any pixel is read;
+- a TIFF that cannot be memory-mapped (compressed, tiled) is read whole only up to
+  ``MAX_IN_MEMORY_BYTES``;
+- values are finite and within ``MAX_ABS_VALUE`` ADU (beyond it they are no camera reading, and
+  the model's arithmetic overflows).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +27,92 @@ import numpy as np
 from .errors import InputError
 
 MIN_FRAME_SIZE = 8  # pixels per side: a 7x7 fitting box plus a margin
+MAX_FRAME_PIXELS = 16384 * 16384  # 1 GiB as float32; larger frames must be cropped or binned
+MAX_IN_MEMORY_BYTES = 4 << 30  # a TIFF that cannot be memory-mapped is read whole up to this
+MAX_ABS_VALUE = 1e12  # ADU
+
+
+def check_frame_shape(
+    shape,
+    *,
+    min_size: int = MIN_FRAME_SIZE,
+    max_pixels: int = MAX_FRAME_PIXELS,
+    name: str = "frames",
+) -> tuple[int, int, int]:
+    """Check the shape of a frame ``(Y, X)`` or a stack ``(T, Y, X)``; return ``(T, Y, X)``.
+
+    Raises :class:`InputError` for an empty stack, an RGB(A) image, another number of dimensions,
+    frames smaller than ``min_size`` pixels on a side or larger than ``max_pixels`` pixels. Only the
+    shape is looked at: nothing is read or allocated.
+    """
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: not an array shape: {shape!r}") from None
+    if any(s == 0 for s in shape) or not shape:
+        raise InputError(f"{name}: the image is empty (shape {shape})")
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[-2] > shape[-1] * 2:
+        raise InputError(
+            f"{name}: shape {shape} looks like an RGB(A) image; expected grayscale frames (T, Y, X)"
+        )
+    if len(shape) not in (2, 3):
+        raise InputError(
+            f"{name}: expected a frame (Y, X) or a stack (T, Y, X), "
+            f"got {len(shape)} dimensions (shape {shape})"
+        )
+    t, h, w = (1, *shape) if len(shape) == 2 else shape
+    if min(h, w) < min_size:
+        raise InputError(f"{name}: frames of {h}x{w} px are too small (at least {min_size}x{min_size})")
+    if h * w > max_pixels:
+        side = math.isqrt(max_pixels)
+        raise InputError(
+            f"{name}: frames of {h}x{w} px are too large (at most {max_pixels:,} px, e.g. {side}x{side}); "
+            "crop or bin the movie"
+        )
+    return t, h, w
+
+
+def check_values(array: np.ndarray, *, name: str = "frames") -> None:
+    """:class:`InputError` unless every value is a finite number within ``MAX_ABS_VALUE``."""
+    arr = np.asarray(array)
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 4:
+        return  # at most 4.3e9: always in range
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError(f"{name}: the image holds NaN or infinite values")
+    if arr.size and max(abs(float(arr.max())), abs(float(arr.min()))) > MAX_ABS_VALUE:
+        raise InputError(f"{name}: values beyond +-{MAX_ABS_VALUE:.0e} ADU are not camera readings")
+
+
+# --- TIFF ---------------------------------------------------------------------------------------
+_DAMAGED = ("invalid", "corrupt", "truncat", "failed to read")
+
+
+@contextlib.contextmanager
+def _tifffile_messages():
+    """Collect tifffile's log warnings (instead of printing them) while reading one file."""
+    logger = logging.getLogger("tifffile")
+    messages: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = _Keep(logging.WARNING)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _damaged(path: Path, messages: list[str]) -> None:
+    bad = [m for m in messages if any(word in m.lower() for word in _DAMAGED)]
+    if bad:
+        first = " ".join(bad[0].split())
+        raise InputError(f"{path} is a damaged or truncated TIFF file ({first})")
 
 
 def read_frames(path: str | Path) -> np.ndarray:
@@ -21,8 +120,9 @@ def read_frames(path: str | Path) -> np.ndarray:
 
     The stack is memory-mapped when it is stored uncompressed and contiguously, so that only the
     frames that are used are read. The dtype is the file's; pass it through :func:`as_frames`
-    to validate and convert. Raises :class:`InputError` for a missing file or one that is not a
-    readable TIFF.
+    to validate and convert. Raises :class:`InputError` for a missing file, one that is not a
+    readable TIFF, a damaged or truncated one, an RGB image, or frames larger than
+    ``MAX_FRAME_PIXELS`` (checked from the header, before reading).
     """
     import tifffile
 
@@ -31,22 +131,39 @@ def read_frames(path: str | Path) -> np.ndarray:
         raise InputError(f"no such file: {path}")
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a TIFF file")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0] if tif.series else None
-            if series is None:
-                raise InputError(f"{path} holds no image")
-            data = None
-            try:
-                data = tifffile.memmap(path, mode="r")
-            except (ValueError, OSError, TypeError, KeyError):
-                data = None  # compressed, tiled or not contiguous: read it
-            if data is None or data.shape != series.shape:
-                data = series.asarray()
-    except InputError:
-        raise
-    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError) as exc:
-        raise InputError(f"cannot read {path} as a TIFF file: {exc}") from None
+    with _tifffile_messages() as messages:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0] if tif.series else None
+                if series is None:
+                    raise InputError(f"{path} holds no image")
+                _damaged(path, messages)
+                shape, axes = tuple(series.shape), str(getattr(series, "axes", ""))
+                if "S" in axes and shape[axes.index("S")] in (3, 4):
+                    raise InputError(
+                        f"{path} is an RGB(A) image {shape}; expected grayscale frames (T, Y, X)"
+                    )
+                if len(shape) >= 2:  # refuse huge frames before reading them
+                    check_frame_shape(shape[-2:], min_size=1, name=str(path))
+                data = None
+                try:
+                    data = tifffile.memmap(path, mode="r")
+                except Exception:  # noqa: BLE001 - compressed, tiled, not contiguous: read it
+                    data = None
+                if data is None or data.shape != series.shape:
+                    nbytes = math.prod(shape) * np.dtype(series.dtype).itemsize
+                    if nbytes > MAX_IN_MEMORY_BYTES:
+                        raise InputError(
+                            f"{path} would take {nbytes / 2**30:.1f} GiB in memory and cannot be "
+                            "memory-mapped (compressed or tiled); save it as an uncompressed TIFF"
+                        )
+                    data = series.asarray()
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on damaged bytes
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise InputError(f"cannot read {path} as a TIFF file: {message}") from None
+        _damaged(path, messages)
     if data.ndim > 3:  # e.g. (T, 1, Y, X) from ImageJ hyperstacks: drop singleton axes before Y, X
         lead = tuple(s for s in data.shape[:-2] if s != 1) or (1,)
         data = data.reshape(lead + data.shape[-2:])
@@ -55,18 +172,25 @@ def read_frames(path: str | Path) -> np.ndarray:
     return data
 
 
-def as_frames(array, *, min_size: int = MIN_FRAME_SIZE, name: str = "frames") -> np.ndarray:
+# --- arrays -------------------------------------------------------------------------------------
+def as_frames(
+    array, *, min_size: int = MIN_FRAME_SIZE, max_pixels: int = MAX_FRAME_PIXELS, name: str = "frames"
+) -> np.ndarray:
     """Validate an image or stack and return it as ``float32 (T, Y, X)``.
 
     Accepts a single frame ``(Y, X)`` or a stack ``(T, Y, X)`` of a real numeric dtype (a torch
     tensor is accepted too). Raises :class:`InputError` for an empty stack, another number of
-    dimensions, an RGB(A) image, NaN or infinite values, a non-numeric dtype, or frames smaller
-    than ``min_size`` pixels on a side.
+    dimensions, an RGB(A) image, NaN, infinite or absurd (beyond ``MAX_ABS_VALUE``) values, a
+    non-numeric dtype, or frames smaller than ``min_size`` pixels on a side or larger than
+    ``max_pixels``. The shape is checked before anything is read or converted.
     """
     if array is None:
         raise InputError(f"{name}: no image given")
     if hasattr(array, "detach") and hasattr(array, "cpu"):  # torch tensor, without importing torch
         array = array.detach().cpu().numpy()
+    shape = getattr(array, "shape", None)
+    if shape is not None:
+        check_frame_shape(shape, min_size=min_size, max_pixels=max_pixels, name=name)
     try:
         arr = np.asarray(array)
     except (ValueError, TypeError) as exc:
@@ -75,27 +199,11 @@ def as_frames(array, *, min_size: int = MIN_FRAME_SIZE, name: str = "frames") ->
         np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
     ):
         raise InputError(f"{name}: expected a real numeric image, got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise InputError(f"{name}: the image is empty (shape {arr.shape})")
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[-2] > arr.shape[-1] * 2:
-        raise InputError(
-            f"{name}: shape {arr.shape} looks like an RGB(A) image; expected grayscale frames (T, Y, X)"
-        )
+    check_frame_shape(arr.shape, min_size=min_size, max_pixels=max_pixels, name=name)
     if arr.ndim == 2:
         arr = arr[None]
-    elif arr.ndim != 3:
-        raise InputError(
-            f"{name}: expected a frame (Y, X) or a stack (T, Y, X), got {arr.ndim} dimensions "
-            f"(shape {arr.shape})"
-        )
-    if min(arr.shape[1:]) < min_size:
-        raise InputError(
-            f"{name}: frames of {arr.shape[1]}x{arr.shape[2]} px are too small "
-            f"(at least {min_size}x{min_size})"
-        )
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.asarray(arr, dtype=np.float32)
-    if np.issubdtype(arr.dtype, np.floating):  # checked after the cast: float64 can overflow float32
-        if not np.isfinite(out).all():
-            raise InputError(f"{name}: the image holds NaN or infinite values")
+    # checked after the cast: float64 can overflow float32
+    check_values(out if np.issubdtype(arr.dtype, np.floating) else arr, name=name)
     return out

@@ -1,22 +1,32 @@
-"""The localization table and its CSV form (CONVENTIONS sections 1 and 3).
+"""The localization table and its files (CONVENTIONS sections 1 and 3).
 
 In memory, positions are in *pixels* with the napari convention (the centre of pixel
-(y, x) is (y, x)) and frames are 0-based. On disk (ThunderSTORM CSV) positions are in nm
-from the image's top-left corner, ``x_nm = (x + 0.5) * pixel_size_nm``, frames 1-based.
+(y, x) is (y, x)) and frames are 0-based. On disk:
+
+- ThunderSTORM CSV (``.csv``, here): positions in nm from the image's top-left corner,
+  ``x_nm = (x + 0.5) * pixel_size_nm``, frames 1-based.
+- Picasso HDF5 (``.hdf5``/``.h5`` + ``.yaml``, :mod:`.picasso_io`): positions in camera pixels with
+  the same pixel-centre convention as ours, frames 0-based.
+
+:func:`write_localizations` and :func:`read_localizations` choose the format by the file's suffix.
+Every write is atomic (a temporary file, then a rename): an interrupted write leaves the previous
+file as it was. Reading never loads more than ``max_rows`` rows and raises a
+:class:`~.errors.TableFormatError` subclass, with one clear message, for anything unreadable.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CsvFormatError
+from ._atomic import atomic_path
+from .errors import CameraError, CsvFormatError, InputError
 
 THUNDERSTORM_HEADER = (
     "id",
@@ -31,6 +41,13 @@ THUNDERSTORM_HEADER = (
 )
 # This project's own columns, after ThunderSTORM's.
 EXTRA_HEADER = ("probability", "grid_factor")
+CSV_SUFFIXES = (".csv",)
+PICASSO_SUFFIXES = (".hdf5", ".h5")
+# Readers refuse tables longer than this (about 9 GB in memory at 11 float64 columns): a file that
+# claims more is refused before it is read, not after it has filled the memory.
+MAX_ROWS = 100_000_000
+MAX_FRAME = 2**32 - 1  # 0-based frames must be below this (Picasso stores them as uint32)
+MAX_LINE_CHARS = 1 << 20  # a CSV line longer than this is not a localization table
 
 
 def _f64(n: int = 0) -> np.ndarray:
@@ -67,7 +84,7 @@ class Localizations:
             dtype = np.int64 if f.name == "frame" else np.float64
             value = value.astype(dtype, copy=False).reshape(-1)
             if len(value) != n:
-                raise ValueError(f"column {f.name} has {len(value)} rows, frame has {n}")
+                raise InputError(f"column {f.name} has {len(value)} rows, frame has {n}")
             setattr(self, f.name, value)
 
     def __len__(self) -> int:
@@ -94,10 +111,40 @@ class Localizations:
         return self.subset(self.frame == t)
 
 
-def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> None:
-    """Write ThunderSTORM CSV + our columns, atomically (temporary file, then rename)."""
+# --- checks shared by the writers ---------------------------------------------------------
+def check_pixel_size(pixel_size_nm) -> float:
+    """The pixel size as a float, or :class:`CameraError` if it is not a finite number > 0."""
+    try:
+        px = float(pixel_size_nm)
+    except (TypeError, ValueError):
+        raise CameraError(f"pixel_size_nm must be a number, got {pixel_size_nm!r}") from None
+    if not math.isfinite(px) or px <= 0:
+        raise CameraError(f"pixel_size_nm must be finite and > 0, got {pixel_size_nm!r}")
+    return px
+
+
+def check_writable(locs: Localizations) -> None:
+    """:class:`InputError` unless every row can be written and read back: finite positions,
+    frames from 0 to ``MAX_FRAME - 1``. The other columns may hold NaN (unknown)."""
+    if not isinstance(locs, Localizations):
+        raise InputError(f"expected a Localizations table, got {type(locs).__name__}")
+    if len(locs) and (locs.frame.min() < 0 or locs.frame.max() >= MAX_FRAME):
+        raise InputError(f"frames must be from 0 to {MAX_FRAME - 1} (0-based), got {locs.frame.min()}..")
+    for name in ("x", "y"):
+        if not np.all(np.isfinite(getattr(locs, name))):
+            raise InputError(f"column {name} holds NaN or infinite positions; they cannot be written")
+
+
+# --- ThunderSTORM CSV -----------------------------------------------------------------------
+def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> Path:
+    """Write ThunderSTORM CSV + our columns, atomically (temporary file, then rename).
+
+    Raises :class:`InputError` (or :class:`CameraError` for the pixel size) before anything is
+    written if the table cannot be read back.
+    """
     path = Path(path)
-    px = float(pixel_size_nm)
+    px = check_pixel_size(pixel_size_nm)
+    check_writable(locs)
     columns = [
         np.arange(1, len(locs) + 1),
         locs.frame + 1,
@@ -111,27 +158,18 @@ def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> None:
         locs.probability,
         locs.grid_factor,
     ]
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"
+    rows = (
+        np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+        if len(locs)
+        else np.zeros((0, 11))
     )
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a table is an ordinary file
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n")
-            rows = (
-                np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-                if len(locs)
-                else np.zeros((0, 11))
-            )
-            for row in rows:
-                handle.write(
-                    f"{int(row[0])},{int(row[1])}," + ",".join(repr(float(v)) for v in row[2:]) + "\n"
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if not np.all(np.isfinite(rows[:, 2:4])):
+        raise InputError(f"positions overflow when converted to nm with pixel size {px} nm")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n")
+        for row in rows:
+            handle.write(f"{int(row[0])},{int(row[1])}," + ",".join(repr(float(v)) for v in row[2:]) + "\n")
+    return path
 
 
 # CSV header names we accept for each column (ThunderSTORM, ours, and common variants).
@@ -148,43 +186,79 @@ _ALIASES = {
     "grid_factor": ("grid_factor",),
 }
 _REQUIRED = ("frame", "x", "y")
+_BLOCK = 65536  # rows converted to numpy at a time
 
 
-def read_csv(path: str | Path, pixel_size_nm: float) -> Localizations:
+def read_csv(path: str | Path, pixel_size_nm: float, *, max_rows: int = MAX_ROWS) -> Localizations:
     """Read a ThunderSTORM (or our own) CSV back into pixels and 0-based frames.
 
-    Raises :class:`CsvFormatError` with one clear message for anything unreadable.
+    The file is streamed (never read whole); a UTF-8 byte-order mark is accepted. Raises
+    :class:`CsvFormatError` with one clear message for anything unreadable, including a file that
+    holds (or, by its size, would hold) more than ``max_rows`` rows.
     """
+    px = check_pixel_size(pixel_size_nm)
     path = Path(path)
+    if path.is_dir():
+        raise CsvFormatError(f"{path} is a folder, not a CSV file")
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return _parse(handle, px, str(path), max_rows, size)
     except FileNotFoundError:
         raise CsvFormatError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CsvFormatError(f"cannot read {path} as a text CSV file: {exc}") from None
-    return parse_csv(text, pixel_size_nm, source=str(path))
+    except UnicodeDecodeError as exc:
+        raise CsvFormatError(
+            f"{path} is not UTF-8 text (byte {exc.start} of a block): not a CSV file"
+        ) from None
+    except OSError as exc:
+        raise CsvFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def parse_csv(text: str, pixel_size_nm: float, source: str = "CSV") -> Localizations:
-    reader = csv.reader(io.StringIO(text))
+def parse_csv(
+    text: str, pixel_size_nm: float, source: str = "CSV", *, max_rows: int = MAX_ROWS
+) -> Localizations:
+    """:func:`read_csv` of a string."""
+    px = check_pixel_size(pixel_size_nm)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return _parse(io.StringIO(text), px, source, max_rows, None)
+
+
+def _lines(handle, source: str) -> Iterable[str]:
+    """The handle's lines, refusing one longer than MAX_LINE_CHARS (never reads a whole huge line)."""
+    while True:
+        line = handle.readline(MAX_LINE_CHARS)
+        if not line:
+            return
+        if len(line) >= MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+            raise CsvFormatError(
+                f"{source} has a line longer than {MAX_LINE_CHARS:,} characters: not a CSV table"
+            )
+        yield line
+
+
+def _parse(handle, px: float, source: str, max_rows: int, size: int | None) -> Localizations:
+    reader = csv.reader(_lines(handle, source))
+    line_number = 1
     try:
-        header = next(reader)
-    except StopIteration:
-        raise CsvFormatError(f"{source} is empty") from None
-    except csv.Error as exc:
-        raise CsvFormatError(f"{source} is not a CSV file: {exc}") from None
-    header = [h.strip().strip('"') for h in header]
-    index = {}
-    for name, aliases in _ALIASES.items():
-        for alias in aliases:
-            if alias in header:
-                index[name] = header.index(alias)
-                break
-    missing = [f'"{_ALIASES[n][0]}"' for n in _REQUIRED if n not in index]
-    if missing:
-        raise CsvFormatError(f"{source} lacks the column(s) {', '.join(missing)} (ThunderSTORM CSV expected)")
-    values = {name: [] for name in index}
-    try:
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise CsvFormatError(f"{source} is empty") from None
+        header = [h.strip().strip('"').strip() for h in header]
+        index = {}
+        for name, aliases in _ALIASES.items():
+            for alias in aliases:
+                if alias in header:
+                    index[name] = header.index(alias)
+                    break
+        missing = [f'"{_ALIASES[n][0]}"' for n in _REQUIRED if n not in index]
+        if missing:
+            raise CsvFormatError(
+                f"{source} lacks the column(s) {', '.join(missing)} (ThunderSTORM CSV expected)"
+            )
+        names, cols = list(index), list(index.values())
+        blocks, block, n_rows, row_chars = [], [], 0, 0
         for line_number, row in enumerate(reader, start=2):
             if not row:
                 continue
@@ -192,20 +266,40 @@ def parse_csv(text: str, pixel_size_nm: float, source: str = "CSV") -> Localizat
                 raise CsvFormatError(
                     f"{source} line {line_number}: {len(row)} fields, header has {len(header)}"
                 )
-            for name, col in index.items():
-                values[name].append(float(row[col]))
+            block.append([float(row[c]) for c in cols])
+            n_rows += 1
+            if n_rows <= 1000:
+                row_chars += sum(len(cell) + 1 for cell in row)
+                if n_rows == 1000 and size is not None:
+                    estimate = size / (row_chars / n_rows)
+                    if estimate > 1.5 * max_rows:
+                        raise CsvFormatError(
+                            f"{source} holds about {estimate:,.0f} rows ({size:,} bytes): more than the "
+                            f"{max_rows:,} rows this reader takes"
+                        )
+            if n_rows > max_rows:
+                raise CsvFormatError(
+                    f"{source} holds more than {max_rows:,} rows: more than this reader takes"
+                )
+            if len(block) == _BLOCK:
+                blocks.append(np.asarray(block, dtype=np.float64))
+                block = []
     except csv.Error as exc:
-        raise CsvFormatError(f"{source} is not a valid CSV file: {exc}") from None
+        raise CsvFormatError(f"{source} line {line_number}: not a valid CSV file ({exc})") from None
     except ValueError as exc:
+        if isinstance(exc, CsvFormatError):
+            raise
         raise CsvFormatError(f"{source} line {line_number}: not a number ({exc})") from None
-    arrays = {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}
-    for name, arr in arrays.items():
-        if name in _REQUIRED and not np.all(np.isfinite(arr)):
+    if block or not blocks:
+        blocks.append(np.asarray(block, dtype=np.float64).reshape(-1, len(names)))
+    table = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    arrays = {name: table[:, i] for i, name in enumerate(names)}
+    for name in _REQUIRED:
+        if not np.all(np.isfinite(arrays[name])):
             raise CsvFormatError(f"{source}: column {_ALIASES[name][0]} holds NaN or infinite values")
     frame = arrays["frame"]
-    if len(frame) and (np.any(frame < 1) or np.any(frame != np.round(frame))):
-        raise CsvFormatError(f"{source}: frames must be whole numbers >= 1 (1-based)")
-    px = float(pixel_size_nm)
+    if len(frame) and (np.any(frame < 1) or np.any(frame > MAX_FRAME) or np.any(frame != np.round(frame))):
+        raise CsvFormatError(f"{source}: frames must be whole numbers from 1 to {MAX_FRAME} (1-based)")
     out = {"frame": frame.astype(np.int64) - 1, "x": arrays["x"] / px - 0.5, "y": arrays["y"] / px - 0.5}
     for name in ("sigma", "uncertainty"):
         if name in arrays:
@@ -217,3 +311,74 @@ def parse_csv(text: str, pixel_size_nm: float, source: str = "CSV") -> Localizat
     for name in Localizations.column_names():
         out.setdefault(name, np.full(n, np.nan) if name != "frame" else np.zeros(n, dtype=np.int64))
     return Localizations(**out)
+
+
+# --- any format, by suffix ----------------------------------------------------------------------
+def table_format(path: str | Path) -> str:
+    """``"csv"`` or ``"picasso"`` from the file's suffix; :class:`InputError` for another one."""
+    suffix = Path(path).suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in PICASSO_SUFFIXES:
+        return "picasso"
+    raise InputError(
+        f"unknown localization file type {suffix or '(no suffix)'!r} for {path}: "
+        "use .csv (ThunderSTORM) or .hdf5 (Picasso)"
+    )
+
+
+def write_localizations(
+    locs: Localizations,
+    path: str | Path,
+    *,
+    pixel_size_nm: float,
+    frame_shape: tuple[int, int] | None = None,
+    n_frames: int | None = None,
+    extra_info: dict | None = None,
+) -> list[Path]:
+    """Write a table as ThunderSTORM CSV (``.csv``) or Picasso HDF5 + YAML (``.hdf5``, ``.h5``).
+
+    ``frame_shape`` (height, width) and ``n_frames`` describe the movie (Picasso needs them; by
+    default they are the smallest that hold every row). ``extra_info`` adds keys to Picasso's
+    metadata. Returns the files written (the CSV; or the HDF5 and its YAML). Every file is written
+    atomically. Raises :class:`InputError` for an unknown suffix or a table that cannot be written.
+    """
+    kind = table_format(path)
+    if kind == "csv":
+        return [to_csv(locs, path, pixel_size_nm)]
+    from .picasso_io import to_picasso
+
+    return to_picasso(
+        locs,
+        path,
+        pixel_size_nm=pixel_size_nm,
+        frame_shape=frame_shape,
+        n_frames=n_frames,
+        extra_info=extra_info,
+    )
+
+
+def read_localizations(
+    path: str | Path, pixel_size_nm: float | None = None, *, max_rows: int = MAX_ROWS
+) -> tuple[Localizations, dict]:
+    """Read a ThunderSTORM CSV or a Picasso HDF5 file; return the table and what the file tells.
+
+    ``pixel_size_nm`` converts a CSV's nm to pixels (default 100 nm, CONVENTIONS section 2); a
+    Picasso file stores pixels and its own pixel size (its ``Pixelsize``, else ``pixel_size_nm``).
+    The dict holds ``format`` ("csv" or "picasso"), ``pixel_size_nm`` and, when the file says,
+    ``frame_shape`` (height, width) and ``n_frames``. Raises a :class:`TableFormatError` subclass.
+    """
+    kind = table_format(path)
+    if kind == "csv":
+        px = check_pixel_size(100.0 if pixel_size_nm is None else pixel_size_nm)
+        return read_csv(path, px, max_rows=max_rows), {"format": "csv", "pixel_size_nm": px}
+    from .picasso_io import read_picasso
+
+    locs, info = read_picasso(path, max_rows=max_rows)
+    meta = {"format": "picasso", "pixel_size_nm": info.get("pixel_size_nm")}
+    if meta["pixel_size_nm"] is None:
+        meta["pixel_size_nm"] = check_pixel_size(100.0 if pixel_size_nm is None else pixel_size_nm)
+    for key in ("frame_shape", "n_frames"):
+        if info.get(key) is not None:
+            meta[key] = info[key]
+    return locs, meta
