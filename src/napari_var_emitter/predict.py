@@ -8,6 +8,7 @@ are never loaded whole.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -20,8 +21,10 @@ from .checkpoint import EmitterModel, load_checkpoint
 from .errors import InputError
 from .localizations import Localizations
 from .postprocess import extract
+from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE, TilePlan, cut, owned, plan_tiles, stitch
 
 MODES = ("progressive", "super_resolution")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class PredictionResult:
     device: str = "cpu"
     mode: str = "progressive"
     grid_factor: float = 1.0
+    n_localizations: int = 0  # all of them, also those that went to a sink and are not kept here
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -97,6 +101,56 @@ def _read_chunk(frames, start: int, stop: int, ndim: int) -> np.ndarray:
     return chunk
 
 
+def _autocast(device: torch.device, precision: str):
+    """The autocast context of a precision: "auto" is bf16 on CUDA and fp32 elsewhere."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if precision == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else None
+    return torch.autocast(device.type, dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _detections_untiled(level: dict, threshold: float, H: int, W: int) -> dict[str, torch.Tensor]:
+    det = extract(level, threshold, H, W)
+    det["frame"] = det.pop("b")
+    return det
+
+
+def _detections_tiled(level: dict, threshold: float, plan: TilePlan, first: int) -> dict[str, torch.Tensor]:
+    """Detections of N tiles (the first is tile ``first`` in (frame, tile) order), each kept only
+    by the tile whose core holds its cell; positions in frame pixels, ``frame`` in the chunk."""
+    s = level["stride"]
+    th, tw = plan.tile_shape
+    # Peak finding with zero offsets gives each detection's cell centre (in tile pixels) ...
+    det = extract({**level, "offset": torch.zeros_like(level["offset"])}, threshold, th, tw)
+    n = det.pop("b")
+    row = torch.round((det["y"] + 0.5) / s - 0.5).long()
+    col = torch.round((det["x"] + 0.5) / s - 0.5).long()
+    # ... and the offset at that cell gives the position, as extract does for a whole frame.
+    off = level["offset"][n, :, row, col].float()  # (N, 2 [x, y]) cells
+    k = (n + first) % len(plan.tiles)
+    y0 = torch.tensor([t.y0 for t in plan.tiles], device=n.device)[k]
+    x0 = torch.tensor([t.x0 for t in plan.tiles], device=n.device)[k]
+    keep = owned(plan, k, det["y"], det["x"], s)
+    det["x"] = det["x"] + off[:, 0] * s + x0
+    det["y"] = det["y"] + off[:, 1] * s + y0
+    H, W = plan.height, plan.width
+    keep &= (det["x"] >= -0.5) & (det["x"] < W - 0.5) & (det["y"] >= -0.5) & (det["y"] < H - 0.5)
+    det["frame"] = (n + first) // len(plan.tiles)
+    # (frame, cell row, cell column) in the whole frame: the order of an untiled run
+    det["_row"], det["_col"] = row + torch.round(y0 / s).long(), col + torch.round(x0 / s).long()
+    return {key: v[keep] for key, v in det.items()}
+
+
+def _to_numpy(det: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: (v.float() if v.is_floating_point() else v).cpu().numpy() for k, v in det.items()}
+
+
+def _sorted_like_untiled(dets: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+    out = _to_numpy({k: torch.cat([d[k] for d in dets]) for k in dets[0]})
+    order = np.lexsort((out.pop("_col"), out.pop("_row"), out["frame"]))
+    return {k: v[order] for k, v in out.items()}
+
+
 def iter_predict(
     frames,
     model: EmitterModel | None = None,
@@ -109,9 +163,29 @@ def iter_predict(
     batch_size: int = 16,
     maps=(),
     frame_range: tuple[int, int] | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
+    tile_margin: int = DEFAULT_MARGIN,
+    precision: str = "auto",
+    sink: Callable[[Localizations], None] | None = None,
 ) -> Generator[PredictProgress, None, PredictionResult]:
+    """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
+
+    ``batch_size``: frames (or tiles of large frames) per forward pass. Frames larger than
+    ``tile_size`` on a side are cut into overlapping tiles (see :mod:`tiling`); ``None`` never
+    tiles. ``precision``: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16", "fp16".
+
+    Memory: only the frames of one chunk (plus the frame window's neighbours) are read at a time.
+    The localizations of each chunk go to ``sink`` if given, and are then not kept (the result's
+    table is empty and ``n_localizations`` counts them); otherwise they are gathered, about 80
+    bytes per localization. Maps are kept only for the levels in ``maps``.
+    """
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if int(batch_size) < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    batch_size = int(batch_size)
     T, H, W = _frame_geometry(frames)
     ndim = len(frames.shape)
     if T == 0 or H == 0 or W == 0:
@@ -142,6 +216,14 @@ def iter_predict(
     for m in maps:
         if not 0 <= m < num_levels:
             raise InputError(f"map level {m} does not exist; this model has levels 0..{num_levels - 1}")
+    plan = None
+    if tile_size is not None and max(H, W) > int(tile_size):
+        try:
+            plan = plan_tiles(H, W, int(tile_size), int(tile_margin), cfg.pad_multiple)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    # frames per chunk: a tiled chunk holds about batch_size tiles (at least one frame)
+    chunk_frames = batch_size if plan is None else max(1, batch_size // len(plan))
     map_data = {
         m: np.zeros((stop - start, math.ceil(H / cfg.strides[m]), math.ceil(W / cfg.strides[m])), np.float32)
         for m in maps
@@ -149,30 +231,45 @@ def iter_predict(
     half = cfg.frame_window // 2
     psf_sigma_px = model.psf_sigma_nm / camera.pixel_size_nm
     parts = []
-    use_autocast = torch_device.type == "cuda"
-    for t0 in range(start, stop, batch_size):
-        t1 = min(t0 + batch_size, stop)
+    n_locs = 0
+    for t0 in range(start, stop, chunk_frames):
+        t1 = min(t0 + chunk_frames, stop)
         lo, hi = max(t0 - half, 0), min(t1 + half, T)
         chunk = _read_chunk(frames, lo, hi, ndim)
         photons = torch.from_numpy(camera.adu_to_photons(chunk)).to(torch_device)
         idx = torch.arange(t0, t1)[:, None] + torch.arange(-half, half + 1)[None, :]
         x = photons[(idx.clamp(0, T - 1) - lo).to(torch_device)]  # (B, window, H, W)
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=use_autocast):
-            outputs = net(x, num_levels=num_levels)
-        det = extract(outputs[-1], threshold, H, W)
-        frame_index = det["b"].cpu().numpy() + t0
-        parts.append(
-            Localizations(
-                frame=frame_index,
-                **{k: det[k].float().cpu().numpy() for k in ("x", "y", "photons", "background", "bkgstd")},
-                sigma=np.full(len(frame_index), psf_sigma_px),
-                uncertainty=det["uncertainty"].float().cpu().numpy() * model.uncertainty_scale,
-                probability=det["probability"].float().cpu().numpy(),
-                grid_factor=1.0 / final_stride,
-            )
+        if plan is None:
+            with torch.inference_mode(), _autocast(torch_device, precision):
+                outputs = net(x, num_levels=num_levels)
+            det = _to_numpy(_detections_untiled(outputs[-1], threshold, H, W))
+            for m in maps:
+                probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
+                map_data[m][t0 - start : t1 - start] = probability
+        else:
+            tiles = cut(x, plan)  # (B * K, window, th, tw)
+            dets = []
+            for g in range(0, tiles.shape[0], batch_size):
+                with torch.inference_mode(), _autocast(torch_device, precision):
+                    outputs = net(tiles[g : g + batch_size], num_levels=num_levels)
+                dets.append(_detections_tiled(outputs[-1], threshold, plan, g))
+                for m in maps:
+                    probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
+                    stitch(probability, plan, cfg.strides[m], map_data[m][t0 - start : t1 - start], g)
+            det = _sorted_like_untiled(dets)
+        locs = Localizations(
+            frame=det["frame"] + t0,
+            **{k: det[k].astype(np.float64) for k in ("x", "y", "photons", "background", "bkgstd")},
+            sigma=np.full(len(det["frame"]), psf_sigma_px),
+            uncertainty=det["uncertainty"].astype(np.float64) * model.uncertainty_scale,
+            probability=det["probability"].astype(np.float64),
+            grid_factor=1.0 / final_stride,
         )
-        for m in maps:
-            map_data[m][t0 - start : t1 - start] = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
+        n_locs += len(locs)
+        if sink is not None:
+            sink(locs)
+        else:
+            parts.append(locs)
         yield PredictProgress(t1 - start, stop - start)
     names = [f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in cfg.strides]
     return PredictionResult(
@@ -181,6 +278,7 @@ def iter_predict(
         device=str(torch_device),
         mode=mode,
         grid_factor=1.0 / final_stride,
+        n_localizations=n_locs,
     )
 
 
