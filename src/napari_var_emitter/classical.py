@@ -157,7 +157,7 @@ _SQRT2PI = math.sqrt(2.0 * math.pi)
 _SQRTPI = math.sqrt(math.pi)
 
 
-def _model(theta_N5: np.ndarray, grid_B: np.ndarray, with_jacobian: bool):
+def gaussian_model(theta_N5: np.ndarray, grid_B: np.ndarray, with_jacobian: bool):
     """Integrated Gaussian + background on a (box, box) grid.
 
     theta = (x, y, photons, background, sigma) in box pixels (pixel centres at 0..box-1).
@@ -235,7 +235,7 @@ def fit_spots(
     lo = np.array([-1.0, -1.0, 1e-3, 1e-6, 0.2 * sigma0])[:n_par]
     hi = np.array([B, B, np.inf, np.inf, 4.0 * sigma0])[:n_par]
     lam = np.full(N, 1e-3)
-    mu, jac = _model(theta, grid, True)
+    mu, jac = gaussian_model(theta, grid, True)
     ll = _loglik(counts, mu * scale + offset)
     eye = np.eye(n_par)
     flat_counts = counts.reshape(N, -1)
@@ -251,7 +251,7 @@ def fit_spots(
         trial = theta.copy()
         trial[:, :n_par] = np.clip(theta[:, :n_par] + step, lo, hi)
         with np.errstate(all="ignore"):
-            mu_t, jac_t = _model(trial, grid, True)
+            mu_t, jac_t = gaussian_model(trial, grid, True)
             ll_t = _loglik(counts, mu_t * scale + offset)
         better = (ll_t > ll) & np.isfinite(ll_t)
         theta[better] = trial[better]

@@ -1,0 +1,94 @@
+"""Maximum-likelihood refinement of the network's localizations."""
+
+import numpy as np
+
+from napari_var_emitter.camera import Camera
+from napari_var_emitter.classical import gaussian_model
+from napari_var_emitter.refine import refine
+
+SIGMA = 1.2
+CAMERA = Camera(em_gain=1.0, qe=1.0, read_noise_e=0.0, e_per_adu=1.0, baseline=0.0)  # Poisson only
+
+
+def _movie(xy_TN2, photons, background, size=32, seed=0):
+    """Frames (T, size, size) of incident photons: integrated Gaussians + flat background, Poisson."""
+    rng = np.random.default_rng(seed)
+    T, N, _ = xy_TN2.shape
+    grid = np.arange(size, dtype=np.float64)
+    frames = np.full((T, size, size), float(background))
+    for t in range(T):
+        for x, y in xy_TN2[t]:
+            theta = np.array([[x, y, photons, 0.0, SIGMA]])
+            frames[t] += gaussian_model(theta, grid, with_jacobian=False)[0][0]
+    return rng.poisson(frames).astype(np.float32)
+
+
+def _run(frames, frame, x, y, photons=2000.0, background=20.0, uncertainty=0.3):
+    n = len(x)
+    return refine(
+        frames,
+        frame,
+        x,
+        y,
+        np.full(n, photons),
+        np.full(n, background),
+        np.full(n, uncertainty),
+        CAMERA,
+        SIGMA,
+    )
+
+
+def test_fit_removes_a_pull_toward_pixel_centres():
+    rng = np.random.default_rng(1)
+    T = 200
+    truth = rng.uniform(10, 22, size=(T, 1, 2))
+    frames = _movie(truth, photons=3000.0, background=20.0)
+    frame = np.arange(T)
+    # the network's gridding: positions pulled halfway toward their pixel centres
+    start = np.round(truth[:, 0]) + 0.5 * (truth[:, 0] - np.round(truth[:, 0]))
+    out = _run(frames, frame, start[:, 0], start[:, 1], photons=2500.0)
+    assert out["fitted"].all()
+    err = np.stack([out["x"], out["y"]], 1) - truth[:, 0]
+    # CRLB here is about 0.025 px; the start was off by up to 0.25 px
+    assert np.sqrt((err**2).mean()) < 0.05
+    assert np.abs(err.mean(0)).max() < 0.01
+    # no residual pull: the error does not follow the sub-pixel position
+    frac = truth[:, 0] - np.round(truth[:, 0])
+    slope = np.polyfit(frac.ravel(), err.ravel(), 1)[0]
+    assert abs(slope) < 0.1
+    # the uncertainty is the fit's, near its CRLB, not the network's 0.3 px
+    assert np.all(out["uncertainty"] < 0.3) and np.median(out["uncertainty"]) < 0.25
+
+
+def test_neighbours_light_is_in_the_model():
+    # two emitters 5 px apart: each fit must not be pulled toward the other
+    T = 100
+    truth = np.tile(np.array([[[13.0, 16.0], [18.0, 16.0]]]), (T, 1, 1))
+    frames = _movie(truth, photons=3000.0, background=10.0, seed=2)
+    frame = np.repeat(np.arange(T), 2)
+    xy = truth.reshape(-1, 2) + np.array([0.2, -0.2])
+    out = _run(frames, frame, xy[:, 0], xy[:, 1], photons=3000.0, background=10.0)
+    assert out["fitted"].all()
+    dx = (out["x"] - truth.reshape(-1, 2)[:, 0]).reshape(T, 2).mean(0)
+    assert np.abs(dx).max() < 0.02  # a fit blind to its neighbour is pulled ~0.2 px toward it (measured)
+
+
+def test_crowded_emitters_and_failed_fits_keep_the_networks_values():
+    truth = np.array([[[14.0, 16.0], [16.5, 16.0], [25.0, 8.0]]])
+    frames = _movie(truth, photons=2000.0, background=10.0, seed=3)
+    x = np.array([14.0, 16.5, 25.0])
+    y = np.array([16.0, 16.0, 8.0])
+    out = _run(frames, np.zeros(3, int), x, y)
+    assert out["fitted"].tolist() == [False, False, True]  # 2.5 px apart: crowded
+    np.testing.assert_array_equal(out["x"][:2], x[:2])
+    np.testing.assert_array_equal(out["uncertainty"][:2], [0.3, 0.3])
+    # a detection with no light under it: the fit is refused or stays within half a pixel
+    empty = _run(np.zeros((1, 32, 32), np.float32) + 10, np.zeros(1, int), np.array([5.0]), np.array([5.0]))
+    assert abs(empty["x"][0] - 5.0) <= 0.5
+
+
+def test_no_detections_and_tiny_frames():
+    out = _run(np.zeros((1, 32, 32), np.float32), np.zeros(0, int), np.zeros(0), np.zeros(0))
+    assert all(len(v) == 0 for v in out.values())
+    tiny = _run(np.ones((1, 4, 4), np.float32), np.zeros(1, int), np.array([1.0]), np.array([2.0]))
+    assert not tiny["fitted"][0] and tiny["x"][0] == 1.0
