@@ -8,7 +8,6 @@ are never loaded whole.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -20,11 +19,11 @@ from .camera import Camera
 from .checkpoint import EmitterModel, load_checkpoint
 from .errors import InputError
 from .localizations import Localizations
+from .model.runtime import PRECISIONS, InferenceRunner
 from .postprocess import extract
 from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE, TilePlan, cut, owned, plan_tiles, stitch
 
 MODES = ("progressive", "super_resolution")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -101,14 +100,6 @@ def _read_chunk(frames, start: int, stop: int, ndim: int) -> np.ndarray:
     return chunk
 
 
-def _autocast(device: torch.device, precision: str):
-    """The autocast context of a precision: "auto" is bf16 on CUDA and fp32 elsewhere."""
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if precision == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" else None
-    return torch.autocast(device.type, dtype) if dtype is not None else contextlib.nullcontext()
-
-
 def _detections_untiled(level: dict, threshold: float, H: int, W: int) -> dict[str, torch.Tensor]:
     det = extract(level, threshold, H, W)
     det["frame"] = det.pop("b")
@@ -166,13 +157,15 @@ def iter_predict(
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_margin: int = DEFAULT_MARGIN,
     precision: str = "auto",
+    compile: bool = False,
     sink: Callable[[Localizations], None] | None = None,
 ) -> Generator[PredictProgress, None, PredictionResult]:
     """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
 
     ``batch_size``: frames (or tiles of large frames) per forward pass. Frames larger than
     ``tile_size`` on a side are cut into overlapping tiles (see :mod:`tiling`); ``None`` never
-    tiles. ``precision``: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16", "fp16".
+    tiles. ``precision`` ("auto": bf16 where the hardware is fast at it, "fp32", "bf16") and
+    ``compile`` (``torch.compile``) go to :class:`~.model.runtime.InferenceRunner`.
 
     Memory: only the frames of one chunk (plus the frame window's neighbours) are read at a time.
     The localizations of each chunk go to ``sink`` if given, and are then not kept (the result's
@@ -181,7 +174,7 @@ def iter_predict(
     """
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if precision not in PRECISIONS:
+    if precision not in PRECISIONS:  # before anything is read or loaded
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if int(batch_size) < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
@@ -195,7 +188,8 @@ def iter_predict(
         raise InputError(f"frame range {start}..{stop} is outside the stack's 0..{T}")
     torch_device = resolve_device(device)
     model = load_model(None, torch_device) if model is None else model
-    net = model.net.to(torch_device).eval()
+    runner = InferenceRunner(model.net, torch_device, precision, compile=bool(compile))
+    net = runner.net
     camera = model.camera if camera is None else camera
     threshold = model.threshold if threshold is None else float(threshold)
     if not math.isfinite(threshold) or threshold <= 0:
@@ -240,8 +234,7 @@ def iter_predict(
         idx = torch.arange(t0, t1)[:, None] + torch.arange(-half, half + 1)[None, :]
         x = photons[(idx.clamp(0, T - 1) - lo).to(torch_device)]  # (B, window, H, W)
         if plan is None:
-            with torch.inference_mode(), _autocast(torch_device, precision):
-                outputs = net(x, num_levels=num_levels)
+            outputs = runner(x, num_levels)
             det = _to_numpy(_detections_untiled(outputs[-1], threshold, H, W))
             for m in maps:
                 probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
@@ -250,8 +243,7 @@ def iter_predict(
             tiles = cut(x, plan)  # (B * K, window, th, tw)
             dets = []
             for g in range(0, tiles.shape[0], batch_size):
-                with torch.inference_mode(), _autocast(torch_device, precision):
-                    outputs = net(tiles[g : g + batch_size], num_levels=num_levels)
+                outputs = runner(tiles[g : g + batch_size], num_levels)
                 dets.append(_detections_tiled(outputs[-1], threshold, plan, g))
                 for m in maps:
                     probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
