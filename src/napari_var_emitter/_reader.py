@@ -1,11 +1,17 @@
-"""napari reader: localization tables (ours and ThunderSTORM's CSV) as Points layers (t, y, x)."""
+"""napari reader: localization tables as Points layers (t, y, x).
+
+Opens ThunderSTORM CSV (ours and ThunderSTORM's: a header with ``x [nm]`` and ``y [nm]``) and
+Picasso HDF5 files (``.hdf5``/``.h5`` with a structured ``locs`` table; pixel size from its
+metadata). Other files are declined (None) so that another reader can try them.
+"""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from .localizations import read_csv
+from .localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
+from .localizations import read_localizations as _read_table
 from .widgets.layers import DEFAULT_PIXEL_SIZE_NM, locs_to_points, points_kwargs
 
 # Header cells that mark a file as a localization table we read.
@@ -14,44 +20,51 @@ _SIGNATURE = ("x [nm]", "y [nm]")
 
 def _header(path: Path) -> list[str] | None:
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            first = handle.readline()
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            first = handle.readline(1 << 16)
     except (OSError, UnicodeDecodeError):
         return None
     try:
         row = next(csv.reader([first]))
     except (csv.Error, StopIteration):
         return None
-    return [cell.strip().strip('"') for cell in row]
+    return [cell.strip().strip('"').strip() for cell in row]
 
 
 def get_reader(path):
     """Return :func:`read_localizations` for a ``.csv`` whose header has ``x [nm]`` and ``y [nm]``
-    (ThunderSTORM's and ours), else None so that another reader can try. A file with that header
-    but bad rows is ours: reading it raises :class:`~napari_var_emitter.errors.CsvFormatError`."""
+    (ThunderSTORM's and ours) or a Picasso ``.hdf5``/``.h5`` file, else None so that another reader
+    can try. A file that looks like ours but has bad rows is ours: reading it raises a
+    :class:`~napari_var_emitter.errors.TableFormatError`."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
     path = Path(path)
-    if path.suffix.lower() != ".csv" or not path.is_file():
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in CSV_SUFFIXES + PICASSO_SUFFIXES:
         return None
+    if suffix in PICASSO_SUFFIXES:
+        from .picasso_io import is_picasso_file
+
+        return read_localizations if is_picasso_file(path) else None
     header = _header(path)
     if header is None or not all(cell in header for cell in _SIGNATURE):
         return None
     return read_localizations
 
 
-def read_localizations(path, pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM):
-    """Layer data of one CSV: a Points layer (t, y, x) in pixels, with the table's columns as features."""
+def read_localizations(path, pixel_size_nm: float | None = None):
+    """Layer data of one table: a Points layer (t, y, x) in pixels, with the table's columns as
+    features. ``pixel_size_nm`` converts a CSV's nm (default 100 nm); Picasso files carry theirs."""
     if isinstance(path, (list, tuple)):
         path = path[0]
     path = Path(path)
-    locs = read_csv(path, pixel_size_nm)
+    locs, meta = _read_table(path, DEFAULT_PIXEL_SIZE_NM if pixel_size_nm is None else pixel_size_nm)
     data, features = locs_to_points(locs, ndim=3)
-    kwargs = points_kwargs(
-        path.stem,
-        features,
-        metadata={"pixel_size_nm": float(pixel_size_nm), "source": str(path)},
-    )
+    metadata = {"pixel_size_nm": float(meta["pixel_size_nm"]), "source": str(path), "format": meta["format"]}
+    for key in ("frame_shape", "n_frames"):
+        if key in meta:
+            metadata[key] = meta[key]
+    kwargs = points_kwargs(path.stem, features, metadata=metadata)
     return [(data, kwargs, "points")]

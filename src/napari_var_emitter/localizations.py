@@ -62,6 +62,7 @@ class Localizations:
     deviation, ``uncertainty`` the 1-sigma lateral localization uncertainty (pixels),
     ``grid_factor`` the output grid's cells per input pixel that the row came from
     (1 for an input-resolution map, 2 for 2x super-resolution, 0 for the classical fit).
+    A scalar fills its column; a column left out (other than frame, x, y) is unknown: NaN.
     """
 
     frame: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -81,6 +82,8 @@ class Localizations:
             value = np.asarray(getattr(self, f.name))
             if value.ndim == 0:  # a scalar fills the column
                 value = np.full(n, value)
+            elif value.size == 0 and n and f.name not in ("frame", "x", "y"):
+                value = np.full(n, np.nan)  # left out: unknown
             dtype = np.int64 if f.name == "frame" else np.float64
             value = value.astype(dtype, copy=False).reshape(-1)
             if len(value) != n:

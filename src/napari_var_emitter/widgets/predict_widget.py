@@ -20,8 +20,8 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPush
 
 from ..camera import Camera
 from ..errors import InputError, VarEmitterError
-from ..io import MIN_FRAME_SIZE
-from ..localizations import Localizations, to_csv
+from ..io import MIN_FRAME_SIZE, check_frame_shape
+from ..localizations import PICASSO_SUFFIXES, Localizations, write_localizations
 from . import layers as L
 from .session import SESSION, disconnect_when_destroyed
 
@@ -141,6 +141,7 @@ def check_image_layer(layer) -> None:
         raise InputError(f"layer '{layer.name}' is empty (shape {shape})")
     if min(shape[-2:]) < MIN_FRAME_SIZE:
         raise InputError(f"layer '{layer.name}': frames of {shape[-2]}x{shape[-1]} px are too small")
+    check_frame_shape(shape, name=f"layer '{layer.name}'")  # and not too large to hold
 
 
 class PredictWidget(QWidget):
@@ -213,7 +214,7 @@ class PredictWidget(QWidget):
         self.run_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.export_button = QPushButton("Export CSV")
+        self.export_button = QPushButton("Export...")
         self.export_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -457,23 +458,37 @@ class PredictWidget(QWidget):
 
     # --- export ------------------------------------------------------------------------------
     def _export_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export localizations", "localizations.csv", "CSV (*.csv)"
+        path, chosen = QFileDialog.getSaveFileName(
+            self,
+            "Export localizations",
+            "localizations.csv",
+            "ThunderSTORM CSV (*.csv);;Picasso HDF5 (*.hdf5)",
         )
         if path:
+            if Path(path).suffix.lower() not in (".csv", *PICASSO_SUFFIXES):
+                path = str(Path(path).with_suffix(".hdf5" if "hdf5" in (chosen or "") else ".csv"))
             self.export_csv(path)
 
     def export_csv(self, path: str | Path) -> Path | None:
-        """Write the last prediction as CONVENTIONS section 3 CSV (1-based frames, nm)."""
+        """Write the last prediction: ``.hdf5``/``.h5`` as Picasso HDF5 + YAML (pixels, 0-based
+        frames), anything else as CONVENTIONS section 3 CSV (1-based frames, nm). Atomic; a failure
+        is a notification and leaves no file behind."""
         if self.outcome is None:
             show_error("Predict emitters: nothing to export yet; press Predict first")
             return None
         path = Path(path)
-        if path.suffix.lower() != ".csv":
+        if path.suffix.lower() not in (".csv", *PICASSO_SUFFIXES):
             path = path.with_suffix(".csv")
+        job = self.outcome.job
         try:
-            to_csv(self.outcome.localizations, path, self.outcome.job.camera.pixel_size_nm)
-        except OSError as exc:
+            write_localizations(
+                self.outcome.localizations,
+                path,
+                pixel_size_nm=job.camera.pixel_size_nm,
+                frame_shape=tuple(int(v) for v in job.data.shape[-2:]),
+                n_frames=int(job.data.shape[0]) if job.ndim == 3 else 1,
+            )
+        except (VarEmitterError, OSError) as exc:
             show_error(f"Predict emitters: cannot write {path}: {exc}")
             return None
         self.status.setText(f"exported {len(self.outcome.localizations)} localizations to {path}")
