@@ -6,6 +6,11 @@ guards against exposure bias by feeding part of each level with the model's own 
 (a no-grad pass, as Infinity's self-correction does) and by random token flips.
 Validation on fixed seeded movies picks the detection threshold and rewrites the checkpoint
 atomically, so cancelling keeps the last good model.
+
+Safety: a step whose loss or gradient is NaN or infinite is skipped (no optimiser step), counted
+in ``TrainProgress.skipped``, and ``max_nonfinite_steps`` of them in a row stop training with a
+:class:`TrainingError`. Weights that became non-finite are never validated nor saved. A crash or a
+kill therefore leaves the last good checkpoint at ``out``, and ``resume`` continues from it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 
 from .camera import Camera
 from .checkpoint import EmitterModel, load_checkpoint, read_payload, save_checkpoint
-from .errors import InputError
+from .errors import CheckpointError, InputError, TrainingError
 from .metrics import evaluate
 from .model.config import preset
 from .model.loss import VAREmitterLoss, occupancy_targets
@@ -64,6 +69,7 @@ class TrainConfig:
     out: str = "model.pt"
     init_from: str | None = None  # None, "bundled" or a checkpoint path
     resume: bool = False
+    max_nonfinite_steps: int = 20  # NaN/inf losses or gradients in a row before training stops
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,6 +99,7 @@ class TrainProgress:
     lr: float
     val: dict | None = None  # validation metrics, when this step validated
     checkpoint: str | None = None  # the checkpoint written at this step
+    skipped: int = 0  # steps skipped so far because the loss or the gradient was NaN or infinite
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -184,6 +191,25 @@ def _hardware(device: torch.device) -> str:
     return f"{platform.machine()} {chip}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def _finite_weights(net: torch.nn.Module) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in net.parameters()]).all())
+
+
+def _stopped(step: int, why: str, cfg: TrainConfig) -> TrainingError:
+    kept = f"the last good checkpoint is {cfg.out}" if Path(cfg.out).is_file() else "nothing was saved"
+    return TrainingError(f"training stopped at step {step}: {why} (try a lower learning rate); {kept}")
+
+
+def _resume_step(train_state, out) -> int:
+    """The step a checkpoint's ``train_state`` was saved at (0 without one)."""
+    if train_state is None:
+        return 0
+    step = train_state.get("step") if isinstance(train_state, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"cannot resume from {out}: its training state has no valid step ({step!r})")
+    return step
+
+
 def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -193,11 +219,13 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
 
     # 1. model: new, fine-tuned from a checkpoint, or resumed
     start_step, train_state = 0, None
+    if cfg.max_nonfinite_steps < 1:
+        raise InputError(f"max_nonfinite_steps must be >= 1, got {cfg.max_nonfinite_steps}")
     if cfg.resume and Path(cfg.out).is_file():
         payload = read_payload(cfg.out)
         model = load_checkpoint(cfg.out, device)
         train_state = payload.get("train_state")
-        start_step = int(train_state["step"]) if isinstance(train_state, dict) else 0
+        start_step = _resume_step(train_state, cfg.out)
     elif cfg.init_from:
         model = load_checkpoint(None if cfg.init_from == "bundled" else cfg.init_from, device)
     else:
@@ -222,11 +250,17 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
         betas=(0.9, 0.95),
     )
     if isinstance(train_state, dict) and "optimizer" in train_state:
-        optimizer.load_state_dict(train_state["optimizer"])
+        try:
+            optimizer.load_state_dict(train_state["optimizer"])
+        except Exception as exc:  # noqa: BLE001 - ValueError, KeyError, TypeError on a state of another model
+            raise CheckpointError(
+                f"cannot resume from {cfg.out}: its optimiser state does not fit the model"
+            ) from exc
     autocast = device.type == "cuda"
     val_movies = validation_movies(cfg, device)
     window = ncfg.frame_window
     t_start = time.time()
+    skipped = in_a_row = 0
 
     for step in range(start_step, cfg.steps):
         lr = _lr_at(step, cfg)
@@ -249,18 +283,29 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
             tokens = _teacher_tokens(net, emitters, cfg.batch_size, grids, strides, cfg, rng, x, num_levels)
             outputs = net(x, teacher_tokens=tokens, num_levels=num_levels)
         loss, parts = loss_fn(outputs, emitters, background, loc_levels)
-        if not torch.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            yield TrainProgress(step + 1, cfg.steps, float("nan"), lr)
-            continue  # a non-finite loss never reaches the weights
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            finite = bool(torch.isfinite(grad_norm))
+        if not finite:  # a non-finite loss or gradient never reaches the weights
+            optimizer.zero_grad(set_to_none=True)
+            skipped, in_a_row = skipped + 1, in_a_row + 1
+            if in_a_row >= cfg.max_nonfinite_steps:
+                raise _stopped(
+                    step + 1, f"the loss or its gradient was NaN or infinite {in_a_row} steps in a row", cfg
+                )
+            yield TrainProgress(step + 1, cfg.steps, float("nan"), lr, skipped=skipped)
+            continue
+        in_a_row = 0
         optimizer.step()
 
         # 5. validation, threshold, checkpoint
         val, ckpt = None, None
         if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+            if not _finite_weights(net):  # never validated nor saved: the last good checkpoint stays
+                raise _stopped(step + 1, "the weights became NaN or infinite", cfg)
             net.eval()
             model.threshold, val = validate(model, val_movies, device)
             net.train()
@@ -274,7 +319,7 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
             }
             state = {"step": step + 1, "optimizer": optimizer.state_dict()}
             ckpt = str(save_checkpoint(cfg.out, model, extra={"train_state": state}))
-        yield TrainProgress(step + 1, cfg.steps, float(loss.detach()), lr, val, ckpt)
+        yield TrainProgress(step + 1, cfg.steps, float(loss.detach()), lr, val, ckpt, skipped)
     net.eval()
     return model
 

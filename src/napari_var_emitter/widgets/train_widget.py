@@ -290,7 +290,11 @@ class TrainWidget(QWidget):
             self.metrics.setText(f"validation at step {event.step}: {format_metrics(event.val)}")
         if getattr(event, "checkpoint", None):
             SESSION.add_model(self.model_name.value or "trained", event.checkpoint)
-        self.status.setText(f"step {event.step}/{event.total_steps}, loss {event.loss:.4g}")
+        status = f"step {event.step}/{event.total_steps}, loss {event.loss:.4g}"
+        skipped = int(getattr(event, "skipped", 0) or 0)
+        if skipped:
+            status += f" ({skipped} step(s) skipped: NaN or infinite loss)"
+        self.status.setText(status)
 
     def _on_errored(self, exc: Exception) -> None:
         # napari's GeneratorWorker does not relay worker errors to the notifications by itself
