@@ -139,7 +139,7 @@ def read_frames(path: str | Path) -> np.ndarray:
                     raise InputError(f"{path} holds no image")
                 _damaged(path, messages)
                 shape, axes = tuple(series.shape), str(getattr(series, "axes", ""))
-                if "S" in axes and shape[axes.index("S")] in (3, 4):
+                if axes.endswith("S") and shape[-1] in (3, 4):  # interleaved RGB(A); planar reads as frames
                     raise InputError(
                         f"{path} is an RGB(A) image {shape}; expected grayscale frames (T, Y, X)"
                     )

@@ -289,6 +289,8 @@ def _parse(handle, px: float, source: str, max_rows: int, size: int | None) -> L
                 block = []
     except csv.Error as exc:
         raise CsvFormatError(f"{source} line {line_number}: not a valid CSV file ({exc})") from None
+    except UnicodeDecodeError:
+        raise  # read_csv says "not UTF-8 text"
     except ValueError as exc:
         if isinstance(exc, CsvFormatError):
             raise
