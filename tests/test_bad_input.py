@@ -5,8 +5,7 @@ CLI: exit code 2, exactly one line ``napari-var-emitter: error: ...`` on stderr,
 no output file (nor a temporary one) left behind. Widgets: an error notification, and the viewer
 keeps working. A row with ``error=None`` is input that is odd but valid: it must be accepted.
 
-Rows marked ``WIRING`` are contracts that need a one-line call in ``predict.py`` (see the reason);
-they are strict xfails, so they fail (and must be unmarked) as soon as the call is there.
+``API_WIRING`` rows are predict's own checks (``io.check_frame_shape`` and ``io.check_values``).
 """
 
 import os
@@ -42,11 +41,6 @@ TINY = dict(
 )
 HEADER = '"id","frame","x [nm]","y [nm]","intensity [photon]"\n'
 MARKER = Path("/tmp/napari_var_emitter_bad_input_pwned")
-WIRING = pytest.mark.xfail(
-    strict=True,
-    reason="predict.iter_predict must check frames with io.check_frame_shape (in _frame_geometry) "
-    "and io.check_values (in _read_chunk)",
-)
 
 
 @dataclass
@@ -398,7 +392,7 @@ API_WIRING = {
 
 @pytest.mark.parametrize(
     "name",
-    [*API, *(pytest.param(n, marks=WIRING) for n in API_WIRING)],
+    [*API, *API_WIRING],
 )
 def test_api(name, tmp_path):
     case = API.get(name) or API_WIRING[name]

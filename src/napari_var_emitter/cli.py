@@ -12,6 +12,7 @@ written atomically, so a failed run leaves none behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -55,13 +56,76 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# progress
+
+
+class ProgressBar:
+    """One redrawn terminal line: frames done/total, a bar, frames/s and the time left.
+
+    Draws only when ``enabled`` (default: the stream is a terminal), at most every
+    ``min_interval`` seconds and once at the end; :meth:`close` ends the line.
+    """
+
+    def __init__(self, label: str = "predict", stream=None, enabled: bool | None = None, min_interval=0.1):
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = bool(isatty and isatty()) if enabled is None else enabled
+        self.label = label
+        self.min_interval = min_interval
+        self.start = time.monotonic()
+        self._last_draw = -float("inf")
+        self._drawn = False
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (done < total and now - self._last_draw < self.min_interval):
+            return
+        self._last_draw = now
+        self.stream.write("\r" + self.line(done, total, now - self.start))
+        self.stream.flush()
+        self._drawn = True
+
+    @staticmethod
+    def line(done: int, total: int, elapsed: float, width: int = 24) -> str:
+        fraction = done / total if total else 1.0
+        filled = int(round(width * fraction))
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else float("nan")
+        eta = "--:--" if left != left else _clock(left)
+        return (
+            f"{done:,}/{total:,} frames [{'#' * filled}{'.' * (width - filled)}] "
+            f"{rate:,.1f} frames/s, {eta} left "
+        )
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+# ---------------------------------------------------------------------------------------------------
 # predict
 
 
 def _add_predict(sub) -> None:
+    from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE
+
     p = sub.add_parser("predict", help="localize emitters in a TIFF stack and write a ThunderSTORM CSV")
     p.add_argument("frames", metavar="FRAMES", help="TIFF stack (T, Y, X) or single frame, in ADU")
-    p.add_argument("--out", required=True, metavar="LOCS.csv", help="output CSV (CONVENTIONS section 3)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="LOCS.csv",
+        help="output: .csv (ThunderSTORM, CONVENTIONS section 3; written as the frames are done) "
+        "or .hdf5 (Picasso)",
+    )
     p.add_argument(
         "--model",
         default=None,
@@ -77,45 +141,134 @@ def _add_predict(sub) -> None:
         help="detection threshold (VAR: probability; classical: multiples of the filtered noise)",
     )
     p.add_argument("--psf-sigma-nm", type=float, default=None, help="classical only: PSF sigma [nm]")
-    p.add_argument("--quiet", action="store_true", help="no summary line on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line on stderr")
+    group = p.add_argument_group("throughput (VAR)")
+    group.add_argument("--batch-size", type=int, default=16, help="frames (or tiles) per forward pass")
+    group.add_argument(
+        "--tile-size",
+        type=int,
+        default=DEFAULT_TILE_SIZE,
+        help="frames larger than this (px) are cut into overlapping tiles; 0: never",
+    )
+    group.add_argument(
+        "--tile-margin", type=int, default=DEFAULT_MARGIN, help="tile overlap on each side [px]"
+    )
+    group.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 where the hardware is fast at it (CUDA, recent CPUs), else fp32",
+    )
+    group.add_argument("--compile", action="store_true", help="torch.compile the network (slow start)")
+    group.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run frame chunks on this Dask distributed scheduler (e.g. tcp://host:8786); the workers "
+        "must read FRAMES and --model at the same paths",
+    )
+    group.add_argument("--chunk-frames", type=int, default=512, help="frames per Dask task")
     _add_camera_flags(p)
     p.set_defaults(run=_run_predict)
 
 
+_CLASSICAL_CHUNK_PIXELS = 1 << 21  # pixels read at a time by the classical baseline
+
+
+def _classical_chunks(frames, camera, args, write, progress) -> None:
+    """The Gaussian-fit baseline, chunk by chunk (its fits are per frame: same result as one call)."""
+    from . import classical
+
+    kwargs = {}
+    if args.threshold is not None:
+        kwargs["threshold"] = args.threshold
+    if args.psf_sigma_nm is not None:
+        kwargs["psf_sigma_px"] = args.psf_sigma_nm / camera.pixel_size_nm
+    n, h, w = frames.shape
+    step = max(1, _CLASSICAL_CHUNK_PIXELS // (h * w))
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        locs = classical.localize(frames[a:b], camera, **kwargs)
+        locs.frame += a
+        write(locs)
+        progress(b, n)
+
+
 def _run_predict(args: argparse.Namespace) -> int:
-    from .io import as_frames, read_frames
-    from .localizations import to_csv
+    from .io import as_frames
+    from .localizations import Localizations, table_format, write_localizations
+    from .stream import close_frames, csv_stream, open_frames
 
     camera = _camera(args)
     out = Path(args.out)
     if not out.parent.is_dir() and str(out.parent) != "":
         raise InputError(f"output folder {out.parent} does not exist")
-    frames = read_frames(args.frames)
-    start = time.perf_counter()
-    if args.model == "classical":
-        from . import classical
-
-        kwargs = {}
-        if args.threshold is not None:
-            kwargs["threshold"] = args.threshold
-        if args.psf_sigma_nm is not None:
-            kwargs["psf_sigma_px"] = args.psf_sigma_nm / camera.pixel_size_nm
-        locs = classical.localize(as_frames(frames), camera, **kwargs)
-        where = "classical"
-    else:
-        from .predict import load_model, predict
-
+    kind = table_format(out)  # an unknown suffix is refused before any work
+    if args.batch_size < 1 or args.tile_size < 0 or args.tile_margin < 0 or args.chunk_frames < 1:
+        raise InputError("--batch-size and --chunk-frames must be >= 1, --tile-size and --tile-margin >= 0")
+    if args.dask_scheduler and args.model == "classical":
+        raise InputError("--dask-scheduler runs the VAR model; the classical baseline runs locally")
+    frames = open_frames(args.frames)
+    bar = ProgressBar(enabled=None if not args.quiet else False)
+    parts: list[Localizations] = []
+    try:
         as_frames(frames[:1])  # checks dtype, shape and size before loading the model
-        model = load_model(args.model, device="cpu")
-        result = predict(frames, model, camera, mode=args.mode, threshold=args.threshold, device=args.device)
-        locs = result.localizations
-        where = f"VAR on {result.device}"
-    elapsed = time.perf_counter() - start
-    to_csv(locs, out, camera.pixel_size_nm)
-    n_frames = frames.shape[0]
+        n_frames, height, width = frames.shape
+        start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            write = (
+                stack.enter_context(csv_stream(out, camera.pixel_size_nm)) if kind == "csv" else parts.append
+            )
+            if args.model == "classical":
+                _classical_chunks(frames, camera, args, write, bar.update)
+                where = "classical"
+            else:
+                options = dict(
+                    mode=args.mode,
+                    threshold=args.threshold,
+                    device=args.device,
+                    batch_size=args.batch_size,
+                    tile_size=args.tile_size or None,
+                    tile_margin=args.tile_margin,
+                    precision=args.precision,
+                    compile=args.compile,
+                )
+                if args.dask_scheduler:
+                    from .cluster import predict_on_cluster
+
+                    close_frames(frames)
+                    result = predict_on_cluster(
+                        args.frames,
+                        args.dask_scheduler,
+                        model=args.model,
+                        camera=camera,
+                        chunk_frames=args.chunk_frames,
+                        sink=write,
+                        progress=bar.update,
+                        **options,
+                    )
+                else:
+                    from .predict import load_model, predict
+
+                    model = load_model(args.model, device="cpu")
+                    result = predict(frames, model, camera, sink=write, progress=bar.update, **options)
+                where = f"VAR on {result.device}"
+            n_locs = write.rows if kind == "csv" else sum(len(p) for p in parts)
+            if kind != "csv":
+                write_localizations(
+                    Localizations.concatenate(parts),
+                    out,
+                    pixel_size_nm=camera.pixel_size_nm,
+                    frame_shape=(height, width),
+                    n_frames=n_frames,
+                )
+        elapsed = time.perf_counter() - start
+    finally:
+        bar.close()
+        close_frames(frames)
     _say(
         args,
-        f"{len(locs)} localizations in {n_frames} frames, {elapsed:.2f} s "
+        f"{n_locs} localizations in {n_frames} frames, {elapsed:.2f} s "
         f"({n_frames / max(elapsed, 1e-9):.0f} frames/s, {where}) -> {out}",
     )
     return 0

@@ -18,6 +18,7 @@ import torch
 from .camera import Camera
 from .checkpoint import EmitterModel, load_checkpoint
 from .errors import InputError
+from .io import check_frame_shape, check_values
 from .localizations import Localizations
 from .model.runtime import PRECISIONS, InferenceRunner
 from .postprocess import extract
@@ -76,16 +77,11 @@ def load_model(path=None, device: str | torch.device = "cpu") -> EmitterModel:
 
 
 def _frame_geometry(frames) -> tuple[int, int, int]:
+    """(T, Y, X) of a stack or a frame, from its shape alone (nothing is read): io's checks."""
     shape = getattr(frames, "shape", None)
     if shape is None:
         raise InputError("frames must be an array (T, Y, X) or (Y, X)")
-    if len(shape) == 2:
-        return 1, int(shape[0]), int(shape[1])
-    if len(shape) != 3:
-        raise InputError(f"frames must be (T, Y, X) or (Y, X), got {len(shape)} dimensions {tuple(shape)}")
-    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
-        raise InputError(f"frames look like an RGB image {tuple(shape)}: give a grey-level stack (T, Y, X)")
-    return int(shape[0]), int(shape[1]), int(shape[2])
+    return check_frame_shape(shape)
 
 
 def _read_chunk(frames, start: int, stop: int, ndim: int) -> np.ndarray:
@@ -94,9 +90,9 @@ def _read_chunk(frames, start: int, stop: int, ndim: int) -> np.ndarray:
     chunk = np.asarray(chunk)
     if chunk.dtype.kind not in "uif":
         raise InputError(f"frames must hold numbers, got dtype {chunk.dtype}")
-    chunk = chunk.astype(np.float32, copy=False).reshape(-1, *chunk.shape[-2:])
-    if not np.all(np.isfinite(chunk)):
-        raise InputError(f"frames {start}..{stop - 1} hold NaN or infinite values")
+    with np.errstate(over="ignore"):  # float64 beyond float32: inf, refused just below
+        chunk = chunk.astype(np.float32, copy=False).reshape(-1, *chunk.shape[-2:])
+    check_values(chunk, name=f"frames {start}..{stop - 1}")
     return chunk
 
 

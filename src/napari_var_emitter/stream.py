@@ -1,0 +1,199 @@
+"""Movies of any length in, localizations out, in constant memory.
+
+- :func:`open_frames` opens a TIFF stack lazily: memory-mapped where the file allows it
+  (uncompressed, contiguous: :func:`.io.read_frames`), else page by page (compressed or scattered
+  one-page-per-frame files, :class:`TiffPageStack`); only a file that is neither is read whole
+  (by ``read_frames``, within its size limit).
+- :func:`csv_stream` writes the ThunderSTORM CSV of CONVENTIONS section 3 chunk by chunk, to a
+  temporary file beside the target that replaces it only when the run finishes: an interrupted
+  run never leaves a partial table at the target's name.
+
+Memory model of a streamed prediction: one chunk of frames, the network's activations for one
+batch, and the current chunk's localizations; nothing grows with the number of frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path
+from .errors import InputError
+from .io import _damaged, _tifffile_messages, check_frame_shape, read_frames
+from .localizations import EXTRA_HEADER, THUNDERSTORM_HEADER, Localizations, check_pixel_size, check_writable
+
+
+class TiffPageStack:
+    """A ``(T, Y, X)`` TIFF stack whose frames are decoded one page at a time, when indexed.
+
+    Indexing with an integer, a slice or a tuple starting with one returns numpy arrays, as a
+    memory map would. Keeps the file open until :meth:`close` (or garbage collection).
+    """
+
+    ndim = 3
+
+    def __init__(self, path: Path, tif, pages, shape: tuple[int, int, int], dtype):
+        self.path = path
+        self._tif = tif
+        self._pages = pages
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+
+    @classmethod
+    def open(cls, path: str | Path) -> TiffPageStack | None:
+        """The stack, or None if the file is not one page per frame (or tifffile cannot parse it)."""
+        import tifffile
+
+        path = Path(path)
+        with _tifffile_messages() as messages:
+            try:
+                tif = tifffile.TiffFile(path)
+            except Exception:  # noqa: BLE001 - unreadable: read_frames gives the message
+                return None
+            return cls._open(path, tif, messages)
+
+    @classmethod
+    def _open(cls, path: Path, tif, messages: list[str]) -> TiffPageStack | None:
+        try:
+            series = tif.series[0]
+            _damaged(path, messages)  # tifffile logs a truncated file and carries on
+            shape = tuple(int(s) for s in series.shape)
+            pages = series.pages
+            n = math.prod(shape[:-2]) if len(shape) > 2 else 1
+            if len(shape) < 2 or len(pages) != n or series.keyframe.samplesperpixel != 1:
+                tif.close()
+                return None
+            check_frame_shape((n, *shape[-2:]), min_size=1, name=str(path))  # huge frames
+            stack = cls(path, tif, pages, (n, shape[-2], shape[-1]), series.dtype)
+            stack._frame(0)  # a file that cannot be decoded fails now, with its message
+            return stack
+        except InputError:
+            tif.close()
+            raise
+        except Exception:  # noqa: BLE001 - not a layout we read lazily
+            tif.close()
+            return None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _frame(self, i: int) -> np.ndarray:
+        with _tifffile_messages() as messages:
+            try:
+                frame = self._pages[i].asarray()
+            except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on damaged bytes
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                raise InputError(f"cannot read frame {i} of {self.path}: {message}") from None
+            _damaged(self.path, messages)
+        return frame.reshape(self.shape[1:])
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if isinstance(key, slice):
+            frames = [self._frame(i) for i in range(*key.indices(self.shape[0]))]
+            out = np.stack(frames) if frames else np.zeros((0, *self.shape[1:]), self.dtype)
+            return out[(slice(None), *rest)] if rest else out
+        index = int(key)
+        if not -self.shape[0] <= index < self.shape[0]:
+            raise IndexError(f"frame {index} is outside 0..{self.shape[0] - 1}")
+        out = self._frame(index % self.shape[0])
+        return out[rest] if rest else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def close(self) -> None:
+        self._tif.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_frames(path: str | Path):
+    """A TIFF stack ``(T, Y, X)`` that reads only the frames that are indexed (module docstring).
+
+    Raises :class:`InputError` as :func:`.io.read_frames` does.
+    """
+    import tifffile
+
+    path = Path(path)
+    if path.is_file():
+        with _tifffile_messages():  # a damaged file is reported below, in one line
+            try:
+                mapped = tifffile.memmap(path, mode="r")
+            except Exception:  # noqa: BLE001 - compressed, tiled or scattered: not mappable
+                mapped = None
+        if mapped is None:
+            stack = TiffPageStack.open(path)
+            if stack is not None:
+                return stack
+        del mapped
+    return read_frames(path)  # memory-mapped, or read whole; its checks and messages
+
+
+def close_frames(frames) -> None:
+    """Close what :func:`open_frames` opened (a no-op for arrays and memory maps)."""
+    if isinstance(frames, TiffPageStack):
+        frames.close()
+
+
+class CsvAppender:
+    """Appends localizations to an open CSV file, numbering the rows on (``id`` from 1)."""
+
+    def __init__(self, handle, pixel_size_nm: float):
+        self._handle = handle
+        self.pixel_size_nm = check_pixel_size(pixel_size_nm)
+        self.rows = 0
+        handle.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n")
+
+    def __call__(self, locs: Localizations) -> None:
+        self.write(locs)
+
+    def write(self, locs: Localizations) -> None:
+        """Rows formatted exactly as :func:`.localizations.to_csv` writes them."""
+        check_writable(locs)
+        if not len(locs):
+            return
+        px = self.pixel_size_nm
+        columns = [
+            np.arange(self.rows + 1, self.rows + len(locs) + 1),
+            locs.frame + 1,
+            (locs.x + 0.5) * px,
+            (locs.y + 0.5) * px,
+            locs.sigma * px,
+            locs.photons,
+            locs.background,
+            locs.bkgstd,
+            locs.uncertainty * px,
+            locs.probability,
+            locs.grid_factor,
+        ]
+        rows = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+        if not np.all(np.isfinite(rows[:, 2:4])):
+            raise InputError(f"positions overflow when converted to nm with pixel size {px} nm")
+        self._handle.write(
+            "".join(
+                f"{int(row[0])},{int(row[1])}," + ",".join(repr(float(v)) for v in row[2:]) + "\n"
+                for row in rows
+            )
+        )
+        self.rows += len(locs)
+
+
+@contextlib.contextmanager
+def csv_stream(path: str | Path, pixel_size_nm: float) -> Iterator[CsvAppender]:
+    """``with csv_stream(path, px) as write: write(locs) ...``: the file appears at ``path`` only
+    when the block ends without an exception; until then rows go to ``.<name>.<pid>.<random>.tmp``."""
+    px = check_pixel_size(pixel_size_nm)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        yield CsvAppender(handle, px)
