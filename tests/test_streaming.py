@@ -17,7 +17,7 @@ from napari_var_emitter.errors import InputError
 from napari_var_emitter.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.predict import predict
-from napari_var_emitter.stream import TiffPageStack, close_frames, csv_stream, open_frames
+from napari_var_emitter.stream import RawTiffStack, TiffPageStack, close_frames, csv_stream, open_frames
 
 TINY = dict(
     embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
@@ -47,11 +47,34 @@ def sim_movie():
 # opening stacks lazily
 
 
-def test_uncompressed_stacks_are_memory_mapped(tmp_path, movie):
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_uncompressed_stacks_are_read_without_a_map(tmp_path, movie, byteorder):
+    tifffile.imwrite(tmp_path / "m.tif", movie.astype(byteorder + "u2"), byteorder=byteorder)
+    frames = open_frames(tmp_path / "m.tif")
+    try:
+        assert isinstance(frames, RawTiffStack) and frames.shape == movie.shape
+        np.testing.assert_array_equal(frames[3:5], movie[3:5])
+        np.testing.assert_array_equal(frames[7], movie[7])
+        np.testing.assert_array_equal(frames[10:2:-3, 5], movie[10:2:-3, 5])
+        np.testing.assert_array_equal(np.asarray(frames), movie)
+        assert frames[5:5].shape == (0, 24, 20)
+    finally:
+        close_frames(frames)
+    tifffile.imwrite(tmp_path / "one.tif", movie[0])  # a single frame is a stack of one
+    frames = open_frames(tmp_path / "one.tif")
+    np.testing.assert_array_equal(frames[:], movie[:1])
+    close_frames(frames)
+
+
+def test_a_truncated_raw_stack_is_an_input_error(tmp_path, movie):
     tifffile.imwrite(tmp_path / "m.tif", movie)
     frames = open_frames(tmp_path / "m.tif")
-    assert isinstance(frames, np.memmap) and frames.shape == movie.shape
-    np.testing.assert_array_equal(frames[3:5], movie[3:5])
+    with open(tmp_path / "m.tif", "r+b") as handle:
+        handle.truncate(frames.offset + 5 * 24 * 20 * 2)
+    np.testing.assert_array_equal(frames[:5], movie[:5])
+    with pytest.raises(InputError, match="truncated"):
+        frames[4:6]
+    close_frames(frames)
 
 
 @pytest.mark.parametrize("imagej", [False, True])

@@ -1,9 +1,10 @@
 """Movies of any length in, localizations out, in constant memory.
 
-- :func:`open_frames` opens a TIFF stack lazily: memory-mapped where the file allows it
-  (uncompressed, contiguous: :func:`.io.read_frames`), else page by page (compressed or scattered
-  one-page-per-frame files, :class:`TiffPageStack`); only a file that is neither is read whole
-  (by ``read_frames``, within its size limit).
+- :func:`open_frames` opens a TIFF stack lazily: read with plain file reads where it is stored
+  uncompressed and contiguously (:class:`RawTiffStack`: a memory map would keep every page it
+  touched resident), else page by page (compressed or scattered one-page-per-frame files,
+  :class:`TiffPageStack`); only a file that is neither is read whole (by :func:`.io.read_frames`,
+  within its size limit).
 - :func:`csv_stream` writes the ThunderSTORM CSV of CONVENTIONS section 3 chunk by chunk, to a
   temporary file beside the target that replaces it only when the run finishes: an interrupted
   run never leaves a partial table at the target's name.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,14 +29,92 @@ from .io import _damaged, _tifffile_messages, check_frame_shape, read_frames
 from .localizations import EXTRA_HEADER, THUNDERSTORM_HEADER, Localizations, check_pixel_size, check_writable
 
 
-class TiffPageStack:
-    """A ``(T, Y, X)`` TIFF stack whose frames are decoded one page at a time, when indexed.
+class _LazyStack:
+    """A ``(T, Y, X)`` stack read from its file only where it is indexed, like a memory map.
 
-    Indexing with an integer, a slice or a tuple starting with one returns numpy arrays, as a
-    memory map would. Keeps the file open until :meth:`close` (or garbage collection).
+    Indexing with an integer, a slice or a tuple starting with one returns numpy arrays. Keeps the
+    file open until :meth:`close` (or garbage collection). Subclasses read frames [a, b).
     """
 
     ndim = 3
+    path: Path
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+
+    def _read(self, a: int, b: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        n = self.shape[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                out = self._read(start, max(start, stop))
+            else:
+                frames = [self._read(i, i + 1) for i in range(start, stop, step)]
+                out = np.concatenate(frames) if frames else np.zeros((0, *self.shape[1:]), self.dtype)
+            return out[(slice(None), *rest)] if rest else out
+        index = int(key)
+        if not -n <= index < n:
+            raise IndexError(f"frame {index} is outside 0..{n - 1}")
+        out = self._read(index % n, index % n + 1)[0]
+        return out[rest] if rest else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RawTiffStack(_LazyStack):
+    """An uncompressed, contiguous TIFF stack read with plain file reads.
+
+    Unlike a memory map, the frames read do not stay in the process's memory (a map keeps every
+    page it touched resident, so its memory grows with the movie).
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, int, int], dtype):
+        self.path, self.offset, self.shape, self.dtype = (
+            Path(path),
+            int(offset),
+            tuple(shape),
+            np.dtype(dtype),
+        )
+        self._frame_bytes = self.shape[1] * self.shape[2] * self.dtype.itemsize
+        self._handle = open(self.path, "rb")  # noqa: SIM115 - kept open, closed by close()
+        self._lock = threading.Lock()
+
+    def _read(self, a: int, b: int) -> np.ndarray:
+        out = np.empty((b - a, *self.shape[1:]), self.dtype)
+        if not out.size:
+            return out
+        with self._lock:
+            self._handle.seek(self.offset + a * self._frame_bytes)
+            got = self._handle.readinto(memoryview(out).cast("B"))
+        if got != out.nbytes:
+            raise InputError(f"{self.path} is a damaged or truncated TIFF file (frames {a}..{b - 1} missing)")
+        return out
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class TiffPageStack(_LazyStack):
+    """A TIFF stack stored one page per frame (compressed, or scattered), decoded page by page."""
 
     def __init__(self, path: Path, tif, pages, shape: tuple[int, int, int], dtype):
         self.path = path
@@ -78,9 +158,6 @@ class TiffPageStack:
             tif.close()
             return None
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def _frame(self, i: int) -> np.ndarray:
         with _tifffile_messages() as messages:
             try:
@@ -91,59 +168,48 @@ class TiffPageStack:
             _damaged(self.path, messages)
         return frame.reshape(self.shape[1:])
 
-    def __getitem__(self, key):
-        rest = ()
-        if isinstance(key, tuple):
-            key, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if isinstance(key, slice):
-            frames = [self._frame(i) for i in range(*key.indices(self.shape[0]))]
-            out = np.stack(frames) if frames else np.zeros((0, *self.shape[1:]), self.dtype)
-            return out[(slice(None), *rest)] if rest else out
-        index = int(key)
-        if not -self.shape[0] <= index < self.shape[0]:
-            raise IndexError(f"frame {index} is outside 0..{self.shape[0] - 1}")
-        out = self._frame(index % self.shape[0])
-        return out[rest] if rest else out
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype, copy=False)
+    def _read(self, a: int, b: int) -> np.ndarray:
+        if b <= a:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return np.stack([self._frame(i) for i in range(a, b)])
 
     def close(self) -> None:
         self._tif.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def open_frames(path: str | Path):
-    """A TIFF stack ``(T, Y, X)`` that reads only the frames that are indexed (module docstring).
-
-    Raises :class:`InputError` as :func:`.io.read_frames` does.
+    """A TIFF stack ``(T, Y, X)`` that reads only the frames that are indexed (module docstring):
+    a :class:`RawTiffStack` where the file is uncompressed and contiguous, else a
+    :class:`TiffPageStack` where it is one page per frame, else the array of
+    :func:`.io.read_frames`. Raises :class:`InputError` as ``read_frames`` does.
     """
+    path = Path(path)
+    data = read_frames(path) if not _paged(path) else None  # its checks and messages; a map
+    if data is None:
+        stack = TiffPageStack.open(path)
+        return stack if stack is not None else read_frames(path)
+    if isinstance(data, np.memmap) and data.flags.c_contiguous and data.filename and data.ndim == 3:
+        return RawTiffStack(Path(data.filename), data.offset, data.shape, data.dtype)
+    return data
+
+
+def _paged(path: Path) -> bool:
+    """True for a TIFF that cannot be memory-mapped (compressed, scattered): read it by pages."""
     import tifffile
 
-    path = Path(path)
-    if path.is_file():
-        with _tifffile_messages():  # a damaged file is reported below, in one line
-            try:
-                mapped = tifffile.memmap(path, mode="r")
-            except Exception:  # noqa: BLE001 - compressed, tiled or scattered: not mappable
-                mapped = None
-        if mapped is None:
-            stack = TiffPageStack.open(path)
-            if stack is not None:
-                return stack
-        del mapped
-    return read_frames(path)  # memory-mapped, or read whole; its checks and messages
+    if not path.is_file():
+        return False
+    with _tifffile_messages():  # a damaged file is reported later, in one line
+        try:
+            tifffile.memmap(path, mode="r")
+        except Exception:  # noqa: BLE001 - compressed, tiled or scattered: not mappable
+            return True
+    return False
 
 
 def close_frames(frames) -> None:
     """Close what :func:`open_frames` opened (a no-op for arrays and memory maps)."""
-    if isinstance(frames, TiffPageStack):
+    if isinstance(frames, _LazyStack):
         frames.close()
 
 
