@@ -1,0 +1,120 @@
+"""training/bench_speed.py and training/gpu_check.py: tiny runs of their real code paths."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_var_emitter.localizations import Localizations
+
+TRAINING = Path(__file__).parents[1] / "training"
+sys.path.insert(0, str(TRAINING))
+
+import bench_speed  # noqa: E402
+import gpu_check  # noqa: E402
+
+# --------------------------------------------------------------------------------------------------
+# bench_speed
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+def test_stacks_are_written_once_and_read_streaming(work):
+    path = bench_speed.write_stack(bench_speed.stack_path(work, 32, 5), 32, 5)
+    first = path.stat().st_mtime_ns
+    assert bench_speed.write_stack(path, 32, 5).stat().st_mtime_ns == first  # reused
+    from napari_var_emitter.stream import RawTiffStack, open_frames
+
+    frames = open_frames(path)
+    assert isinstance(frames, RawTiffStack) and frames.shape == (5, 32, 32)
+    assert frames[:].mean() > 100  # ADU above the baseline: a simulated movie
+    frames.close()
+
+
+def test_one_case_measures_the_var_model(work):
+    path = bench_speed.write_stack(bench_speed.stack_path(work, 32, 5), 32, 5)
+    args = SimpleNamespace(device="cpu", batch_size=4, tile_size=256, precision="fp32", var_model=None)
+    row = bench_speed.run_case("var", path, args)
+    assert row["frames"] == 5 and row["size"] == "32x32"
+    assert row["frames_per_s"] > 0 and row["locs_per_frame"] > 0.5
+    assert row["peak_rss_mb"] > 50 and row["growth_mb"] >= 0
+
+
+def test_the_script_prints_a_table_from_fresh_processes(work, tmp_path):
+    out, rows = tmp_path / "speed.md", tmp_path / "rows.json"
+    argv = ["--methods", "classical", "--sizes", "32", "--size-frames", "4", "--stacks", "4,6"]
+    argv += ["--stack-size", "32", "--work", str(work), "--out", str(out), "--json", str(rows)]
+    assert bench_speed.main(argv) == 0
+    table = out.read_text()
+    assert "| frames | size | method | frames/s |" in table
+    assert "| 4 | 32x32 | classical |" in table and "| 6 | 32x32 | classical |" in table
+    data = json.loads(rows.read_text())
+    assert len(data) == 2  # (32 px, 4 frames) is in both sweeps and runs once
+    assert all(r["frames_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in data)
+
+
+def test_bars_are_reported_when_measured():
+    def row(method, size, frames, fps, rss=500.0):
+        return dict(method=method, size=size, frames=frames, frames_per_s=fps, peak_rss_mb=rss)
+
+    lines = bench_speed._bar_lines(
+        [
+            row("var", "64x64", 100, 300.0),
+            row("picasso", "64x64", 100, 150.0),
+            row("var", "256x256", 100, 10.0),
+            row("var", "256x256", 10_000, 9.5, rss=2048.0),
+        ]
+    )
+    assert "var / picasso at 64x64, 100 frames: 2.00x" in lines
+    assert "peak RSS 2.00 GB" in lines and "100: 10, 10,000: 9.5" in lines
+
+
+# --------------------------------------------------------------------------------------------------
+# gpu_check
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_gpu_check_without_cuda_says_so_in_one_line():
+    done = subprocess.run(
+        [sys.executable, str(TRAINING / "gpu_check.py")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0], done.stderr
+    assert done.stdout == ""
+
+
+def _locs(x, y, frame):
+    return Localizations(frame=np.asarray(frame), x=np.asarray(x, float), y=np.asarray(y, float))
+
+
+def test_compare_matches_frame_by_frame():
+    ref = _locs([1.0, 5.0, 9.0, 3.0], [1.0, 5.0, 9.0, 3.0], [0, 0, 0, 1])
+    same = gpu_check.compare(ref, _locs(ref.x + 0.005, ref.y, ref.frame))
+    assert same["matched"] == 1.0 and same["max_nm"] == pytest.approx(0.5)
+    assert gpu_check.passes(same, "fp32") and gpu_check.passes(same, "bf16")
+    # a point in another frame does not match; one missing
+    moved = gpu_check.compare(ref, _locs([1.0, 5.0, 3.0], [1.0, 5.0, 3.0], [0, 0, 0]))
+    assert moved["n_other"] == 3 and moved["matched"] == pytest.approx(0.5)
+    assert not gpu_check.passes(moved, "bf16")
+    off = gpu_check.compare(ref, _locs(ref.x + 0.02, ref.y, ref.frame))  # 2 nm
+    assert not gpu_check.passes(off, "fp32") and gpu_check.passes(off, "bf16")
+
+
+def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu.md"
+    argv = ["--device", "cpu", "--sizes", "32", "--presets", "default", "--precisions", "fp32"]
+    argv += ["--seconds", "0.05", "--compare-frames", "4", "--big-frames", "0", "--batch-pixels", "4096"]
+    assert gpu_check.main(argv + ["--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| 4 | 64 | no | fp32 |" in text and "PASS" in text and "FAIL" not in text
+    assert "| default | bundled | 32 | fp32 | 4 |" in text
+    assert "random weights" in text
