@@ -90,9 +90,10 @@ def test_our_reader_gives_back_the_table_and_the_metadata(tmp_path):
     for name in Localizations.column_names():
         if name != "frame":
             np.testing.assert_array_equal(getattr(back, name), _f4(getattr(locs, name)), err_msg=name)
-    # without the YAML, the metadata embedded in the HDF5 file is used
+    # without the YAML, the metadata embedded in the HDF5 file is used, by us and by Picasso
     os.remove(tmp_path / "locs.yaml")
     assert read_localizations(tmp_path / "locs.h5")[1]["pixel_size_nm"] == PX
+    assert picasso_io.load_locs(str(tmp_path / "locs.h5"))[1][0]["Pixelsize"] == PX
 
 
 def test_what_picassos_loader_drops_and_ours_keeps(tmp_path):
@@ -274,3 +275,32 @@ def test_the_thunderstorm_demo_truth_reads_the_same_both_ways(tmp_path):
     back, _ = read_picasso(tmp_path / "truth.hdf5")
     np.testing.assert_array_equal(back.x, _f4(truth.x))
     np.testing.assert_array_equal(back.frame, truth.frame)
+
+
+def test_a_damaged_variable_length_metadata_never_hangs_the_reader(tmp_path):
+    """Picasso embeds its metadata as a variable-length string; the HDF5 library loops for ever
+    reading one whose heap object size is wrong (found by fuzzing). We do not read those (the YAML
+    is read instead), so the reader returns; run in a subprocess so that a regression fails, not hangs."""
+    import json
+    import subprocess
+    import sys
+
+    meta = json.dumps([{"Frames": 1, "Width": 8, "Height": 8, "Pixelsize": 130}])
+    path = tmp_path / "theirs.hdf5"
+    _h5(path, locs=np.zeros(3, LOCS_DTYPE), metadata=meta)
+    content = bytearray(path.read_bytes())
+    at = content.find(meta.encode())
+    size = int.from_bytes(content[at - 8 : at], "little")  # the global heap object's size field
+    assert size == len(meta)
+    content[at - 8 : at] = (size + 93).to_bytes(8, "little")
+    path.write_bytes(bytes(content))
+    code = (
+        "import sys\n"
+        "from napari_var_emitter.picasso_io import read_picasso\n"
+        "print(read_picasso(sys.argv[1])[1])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'pixel_size_nm': None" in done.stdout and "'n_frames': None" in done.stdout

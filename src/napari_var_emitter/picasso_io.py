@@ -28,7 +28,11 @@ convention puts in [-0.5, 0)), ``x >= Width``, ``y >= Height``, or negative ``ph
 ``sy``, ``lpx``, ``lpy``. Our reader keeps every row.
 
 Both files are written atomically (a temporary file, then a rename), the HDF5 file first; the
-metadata is embedded in it too, and read from the YAML when there is one (as Picasso does).
+metadata is embedded in it too (``/metadata``, JSON as a fixed-length byte string, which Picasso
+reads), and read from the YAML when there is one (as Picasso does). An embedded ``/metadata`` that
+is a *variable-length* string (what Picasso itself writes) is not read: the HDF5 library can loop
+for ever on a damaged one (a single changed byte did, in our fuzzing), so files without their
+YAML open with an unknown pixel size instead.
 """
 
 from __future__ import annotations
@@ -157,7 +161,7 @@ def to_picasso(
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("locs", data=table)
-            handle.create_dataset("metadata", data=metadata)
+            handle.create_dataset("metadata", data=np.bytes_(metadata.encode("utf-8")))
     sidecar = write_text(yaml_path(path), text)
     return [path, sidecar]
 
@@ -182,10 +186,16 @@ def _load_yaml(path: Path, source: str) -> list[dict] | None:
 
 
 def _embedded(handle, source: str) -> list[dict] | None:
-    if "metadata" not in handle:
+    """The embedded JSON metadata, if it is a fixed-length byte string (see the module docstring)."""
+    import h5py
+
+    dataset = handle.get("metadata")
+    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind != "S" or dataset.shape != ():
+        return None
+    if dataset.dtype.itemsize > MAX_YAML_BYTES:
         return None
     try:
-        raw = handle["metadata"][()]
+        raw = dataset[()]
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8")
         docs = json.loads(raw)
@@ -263,8 +273,9 @@ def read_picasso(path: str | Path, *, max_rows: int = MAX_ROWS) -> tuple[Localiz
             columns = {c: np.empty(n, dtype=np.float64) for c in wanted}
             for start in range(0, n, _BLOCK):
                 block = dataset[start : start + _BLOCK]
-                for c in wanted:
-                    columns[c][start : start + len(block)] = block[c]
+                with np.errstate(all="ignore"):  # odd dtypes (float16, uint64...) cast as they can
+                    for c in wanted:
+                        columns[c][start : start + len(block)] = block[c]
             docs = _load_yaml(yaml_path(path), source)
             if docs is None:
                 docs = _embedded(handle, source) or []
