@@ -118,3 +118,13 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert "| 4 | 64 | no | fp32 |" in text and "PASS" in text and "FAIL" not in text
     assert "| default | bundled | 32 | fp32 | 4 |" in text
     assert "random weights" in text
+
+
+def test_peak_memory_is_the_processes_own():
+    # getrusage's ru_maxrss survives fork and exec: a child would report this process's peak
+    code = (
+        f"import sys; sys.path.insert(0, {str(TRAINING)!r}); import bench_speed as b; print(b._peak_rss_mb())"
+    )
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    parent = bench_speed._peak_rss_mb()
+    assert 5 < child < parent - 50, (child, parent)

@@ -22,7 +22,8 @@ memory: it does not grow with the stack). On CUDA, ``GPU peak`` is torch's peak 
 Methods: ``var`` (the bundled model or ``--var-model``, progressive mode, frames over
 ``--tile-size`` px tiled), ``classical`` (napari_var_emitter.classical, in chunks of 2 Mpx),
 ``picasso`` (picassosr ``localize_frames``, gaussmle, batches of 4 Mpx with ``start_frame``;
-skipped if it does not import). ``--quick`` is a small run (sizes 64,128,256 of 20 frames, stacks
+skipped if it does not import; its own thread pool: 0.75 x CPUs, at least 1). Torch uses
+``OMP_NUM_THREADS`` or ``--threads``. ``--quick`` is a small run (sizes 64,128,256 of 20 frames, stacks
 of 100 and 300 frames of 64 px).
 """
 
@@ -92,8 +93,20 @@ def write_stack(path: Path, size: int, n_frames: int) -> Path:
 
 
 def _peak_rss_mb() -> float:
+    """This process's resident-memory high-water mark, in MB.
+
+    Linux: ``VmHWM`` (``getrusage``'s ``ru_maxrss`` survives fork and exec, so a child would report
+    its parent's peak when that is higher).
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def _runner(method: str, args):
@@ -211,6 +224,8 @@ def _child_argv(method: str, path: Path, args) -> list[str]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--path", str(path)]
     argv += ["--device", args.device, "--batch-size", str(args.batch_size), "--precision", args.precision]
     argv += ["--tile-size", str(args.tile_size)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
     if args.var_model:
         argv += ["--var-model", args.var_model]
     return argv
@@ -260,16 +275,18 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
+def machine(rows: list[dict]) -> str:
     import torch
 
     device = "CPU"
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name(0)
-    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    omp = os.environ.get("OMP_NUM_THREADS", "unset")
+    threads = sorted({r["torch_threads"] for r in rows if "torch_threads" in r})
+    picasso = max(1, int(0.75 * (os.cpu_count() or 1)))  # picasso.lib.n_workers()
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={threads}, "
-        f"torch {torch.__version__}, {device}"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{device}; OMP_NUM_THREADS={omp}, torch threads {threads}, Picasso fit threads {picasso}"
     )
 
 
@@ -293,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tile-size", type=int, default=256, help="VAR tiles frames larger than this; 0: never"
     )
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per case (0: torch's)")
     parser.add_argument("--var-model", default=None, help="checkpoint (default: the bundled weights)")
     parser.add_argument(
         "--work",
@@ -308,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.child:  # one case, in this fresh process: its numbers as one JSON line
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print(json.dumps(run_case(args.child, args.path, args)))
         return 0
 
@@ -342,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     table = markdown_table(rows)
-    text = f"{machine()}\n\n{table}\n"
+    text = f"{machine(rows)}\n\n{table}\n"
     print(text)
     bars = _bar_lines(rows)
     if bars:
