@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -112,7 +113,9 @@ def read_payload(path: str | Path) -> dict:
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
         raise CheckpointError(f"{path} is not a PyTorch model file (truncated or another format)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about a damaged archive: our message says it
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise CheckpointError(f"{path} was refused: it holds more than weights ({first})") from None
