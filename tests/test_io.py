@@ -87,3 +87,22 @@ def test_as_frames_min_size_parameter():
 def test_small_stack_of_three_frames_is_not_rgb():
     # (3, 64, 64) is three frames, not an RGB image.
     assert as_frames(np.zeros((3, 64, 64))).shape == (3, 64, 64)
+
+
+def test_damaged_tiff_is_found_even_when_tifffile_is_silenced(tmp_path):
+    """tifffile reports a truncated ImageJ stack only in its log (reading 1 frame of 10); picasso.io
+    silences that log at import. read_frames must still refuse the file, and leave the log as it was."""
+    import logging
+
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.ones((10, 32, 32), np.uint16), imagej=True)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with pytest.raises(InputError, match="damaged or truncated"):
+            read_frames(path)
+        assert logger.level == logging.CRITICAL and not logger.handlers
+    finally:
+        logger.setLevel(level)

@@ -98,14 +98,17 @@ def _tifffile_messages():
             messages.append(record.getMessage())
 
     handler = _Keep(logging.WARNING)
-    propagate = logger.propagate
+    # others may have silenced tifffile (picasso.io sets it to CRITICAL): we need its warnings
+    saved = logger.propagate, logger.level, logger.disabled
     logger.addHandler(handler)
-    logger.propagate = False
+    logger.propagate, logger.disabled = False, False
+    logger.setLevel(logging.WARNING)
     try:
         yield messages
     finally:
         logger.removeHandler(handler)
-        logger.propagate = propagate
+        logger.propagate, logger.disabled = saved[0], saved[2]
+        logger.setLevel(saved[1])
 
 
 def _damaged(path: Path, messages: list[str]) -> None:
