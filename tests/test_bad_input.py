@@ -515,7 +515,7 @@ def test_cli(name, tmp_path, capsys):
 
 # --- widgets ------------------------------------------------------------------------------------
 def test_widgets_report_bad_input_as_notifications(
-    make_napari_viewer, qtbot, tmp_path, error_notifications, fresh_session
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, error_notifications, fresh_session
 ):
     from napari_var_emitter.widgets.predict_widget import CHECKPOINT_FILE, check_image_layer
 
@@ -553,6 +553,19 @@ def test_widgets_report_bad_input_as_notifications(
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert "good emitters" in viewer.layers
 
+    # a RuntimeError in the worker (torch's out of memory, say) is a notification too: superqt's
+    # worker would swallow it and leave the widget "running" for ever
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        yield
+
+    monkeypatch.setattr("napari_var_emitter.predict.iter_predict", out_of_memory)
+    errors.mark()
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert any("RuntimeError: CUDA out of memory" in m for m in errors.messages()), errors.messages()
+    assert widget.run_button.isEnabled()
+
     # an export that cannot be written is a notification, and leaves no file
     errors.mark()
     (tmp_path / "taken.csv").mkdir()
@@ -561,3 +574,37 @@ def test_widgets_report_bad_input_as_notifications(
     assert len(errors.messages()) == 2
     assert not (tmp_path / "missing").exists()
     assert widget.export_csv(tmp_path / "locs.hdf5") == tmp_path / "locs.hdf5"
+
+
+def test_training_that_goes_nan_is_a_notification(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, error_notifications, fresh_session
+):
+    from dataclasses import replace
+
+    from napari_var_emitter import train as train_module
+
+    class NaNLoss(train_module.VAREmitterLoss):
+        def forward(self, *args, **kwargs):
+            loss, parts = super().forward(*args, **kwargs)
+            return loss * float("nan"), parts
+
+    monkeypatch.setattr(train_module, "VAREmitterLoss", NaNLoss)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-var-emitter", "Train model")
+    widget.fine_tune.value = False
+    widget.batch_size.value = 2
+    widget.device.value = "cpu"
+    widget.out.value = tmp_path / "m.pt"
+    make_config = widget.make_config
+    monkeypatch.setattr(
+        widget,
+        "make_config",
+        lambda: replace(make_config(), model=TINY, frame_size=32, val_frames=2, max_nonfinite_steps=3),
+    )
+    error_notifications.mark()
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    (message,) = error_notifications.messages()
+    assert "NaN or infinite 3 steps in a row" in message and "nothing was saved" in message
+    assert widget.status.text().startswith("training failed")
+    assert widget.train_button.isEnabled() and not (tmp_path / "m.pt").exists()

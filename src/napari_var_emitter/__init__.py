@@ -1,7 +1,16 @@
 """napari-var-emitter: find and localize emitters in SMLM movies with a next-scale (VAR) model."""
 
 from .camera import Camera
-from .errors import CameraError, CheckpointError, CsvFormatError, InputError, VarEmitterError
+from .errors import (
+    CameraError,
+    CheckpointError,
+    CsvFormatError,
+    InputError,
+    PicassoFormatError,
+    TableFormatError,
+    TrainingError,
+    VarEmitterError,
+)
 from .localizations import Localizations
 
 __version__ = "0.1.0"
@@ -13,4 +22,7 @@ __all__ = [
     "CameraError",
     "CheckpointError",
     "CsvFormatError",
+    "PicassoFormatError",
+    "TableFormatError",
+    "TrainingError",
 ]

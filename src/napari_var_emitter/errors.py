@@ -33,5 +33,5 @@ class PicassoFormatError(TableFormatError):
     """A Picasso localization file (HDF5 ``/locs`` + YAML) that cannot be read."""
 
 
-class TrainingError(VarEmitterError, RuntimeError):
+class TrainingError(VarEmitterError):
     """Training that cannot go on (e.g. the loss stays NaN); the last good checkpoint is kept."""

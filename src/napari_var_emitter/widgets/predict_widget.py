@@ -24,6 +24,7 @@ from ..io import MIN_FRAME_SIZE, check_frame_shape
 from ..localizations import PICASSO_SUFFIXES, Localizations, write_localizations
 from . import layers as L
 from .session import SESSION, disconnect_when_destroyed
+from .workers import relay_errors
 
 if TYPE_CHECKING:
     import napari
@@ -72,16 +73,18 @@ def run_prediction(job: PredictJob):
     memory-mapped stack is never loaded whole), then return a PredictOutcome."""
     from .. import predict
 
-    result = yield from predict.iter_predict(
-        job.data,
-        job.model,
-        job.camera,
-        mode=job.mode,
-        sr_factor=job.sr_factor,
-        threshold=job.threshold,
-        device=job.device,
-        maps=job.maps,
-        frame_range=None if job.ndim == 2 else (job.first, job.stop),
+    result = yield from relay_errors(
+        predict.iter_predict(
+            job.data,
+            job.model,
+            job.camera,
+            mode=job.mode,
+            sr_factor=job.sr_factor,
+            threshold=job.threshold,
+            device=job.device,
+            maps=job.maps,
+            frame_range=None if job.ndim == 2 else (job.first, job.stop),
+        )
     )
     return PredictOutcome(job=job, result=result)
 

@@ -24,6 +24,7 @@ from ..camera import Camera
 from ..errors import InputError, VarEmitterError
 from .predict_widget import CAMERA_FIELDS, DEVICES
 from .session import SESSION, disconnect_when_destroyed
+from .workers import relay_errors
 
 if TYPE_CHECKING:
     import napari
@@ -115,7 +116,7 @@ def run_training(cfg):
     from .. import train
 
     last = None
-    for event in train.iter_train(cfg):
+    for event in relay_errors(train.iter_train(cfg)):
         last = event
         yield event
     return last
