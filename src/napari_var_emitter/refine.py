@@ -25,7 +25,7 @@ from .classical import gaussian_model
 
 BOX = 7
 ROUNDS = 2
-N_ITER = 10
+N_ITER = 5  # Levenberg-Marquardt steps per round: from the network's start, 4 already converge
 MAX_SHIFT = 0.5  # px
 NETWORK_SHARE = 0.7  # of the network's uncertainty, added in quadrature to a fit's (see refine)
 MIN_SEPARATION = 4.0  # px: closer pairs keep the network's values (see the module docstring)
@@ -170,10 +170,18 @@ def refine(
 
     start = np.stack([x0[fit] - ox, y0[fit] - oy, n0[fit], b0[fit], np.full(len(fit), psf_sigma_px)], axis=1)
     theta = start.copy()
+    fisher = np.zeros((len(fit), 4, 4))
+    finite, reduced = np.zeros(len(fit), dtype=bool), np.ones(len(fit))
     x, y, n = x0.copy(), y0.copy(), n0.copy()
+    with_neighbours = np.zeros(len(fit), dtype=bool)
+    with_neighbours[pairs_local[:, 0]] = True
+    active = np.ones(len(fit), dtype=bool)  # later rounds refit only boxes whose neighbours moved
     for _ in range(rounds):
-        others = _neighbour_light(pairs_local, len(fit), x, y, n, ox, oy, psf_sigma_px, box)
-        theta, fisher, finite, reduced = _fit(spots, others, theta, scale, offset, n_iter)
+        a = np.nonzero(active)[0]
+        if len(a) == 0:
+            break
+        others = _neighbour_light(pairs_local, len(fit), x, y, n, ox, oy, psf_sigma_px, box)[a]
+        theta[a], fisher[a], finite[a], reduced[a] = _fit(spots[a], others, theta[a], scale, offset, n_iter)
         xf, yf = theta[:, 0] + ox, theta[:, 1] + oy
         ok = finite & np.isfinite(theta).all(axis=1) & (theta[:, 2] > 1.0)
         ok &= (np.abs(xf - x0[fit]) <= max_shift) & (np.abs(yf - y0[fit]) <= max_shift)
@@ -183,6 +191,7 @@ def refine(
             np.where(ok, theta[:, 2], n0[fit]),
         )
         theta[~ok] = start[~ok]
+        active = with_neighbours
 
     with np.errstate(all="ignore"):
         cov = np.linalg.pinv(fisher)
