@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._atomic import atomic_path, write_text
 from .camera import Camera
 from .errors import InputError
 from .localizations import Localizations, to_csv
@@ -122,7 +123,7 @@ class SimulationConfig:
         return cls(**values)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")  # atomic
 
     @classmethod
     def load(cls, path: str | Path) -> "SimulationConfig":
@@ -497,7 +498,8 @@ def write_movie(movie: Movie, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = movie.frames.detach().cpu().numpy()
-    tifffile.imwrite(out / "frames.tif", np.clip(np.round(frames), 0, 65535).astype(np.uint16))
+    with atomic_path(out / "frames.tif") as tmp:  # an interrupted run leaves the previous movie
+        tifffile.imwrite(tmp, np.clip(np.round(frames), 0, 65535).astype(np.uint16))
     to_csv(movie.truth, out / "truth.csv", movie.config.pixel_size_nm)
     movie.config.camera.save(out / "camera.json")
     movie.config.save(out / "simulation.json")
