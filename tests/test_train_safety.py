@@ -183,3 +183,8 @@ def test_out_of_range_model_config_is_refused_before_allocating(tmp_path, overri
 def test_config_limits_cover_every_integer_size():
     sizes = {f for f, v in ModelConfig().to_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
     assert sizes <= set(CONFIG_LIMITS)
+
+
+def test_a_training_config_out_of_range_is_refused_before_allocating(tmp_path):
+    with pytest.raises(CheckpointError, match="conv_dim"):
+        next(iter_train(_cfg(tmp_path, model={**TINY, "conv_dim": 10**9})))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .camera import Camera
-from .checkpoint import EmitterModel, load_checkpoint, read_payload, save_checkpoint
+from .checkpoint import EmitterModel, check_config, load_checkpoint, read_payload, save_checkpoint
 from .errors import CheckpointError, InputError, TrainingError
 from .metrics import evaluate
 from .model.config import preset
@@ -229,7 +229,9 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
     elif cfg.init_from:
         model = load_checkpoint(None if cfg.init_from == "bundled" else cfg.init_from, device)
     else:
-        net = TrueVAREmitterPredictor(preset(cfg.preset, **cfg.model))
+        config = preset(cfg.preset, **cfg.model)
+        check_config(config, "model")  # sizes checked before anything is allocated
+        net = TrueVAREmitterPredictor(config)
         model = EmitterModel(net=net, camera=cfg.camera)
     model.camera = cfg.camera
     model.psf_sigma_nm = float(np.mean(cfg.psf_sigma_nm))
