@@ -145,6 +145,12 @@ def _add_predict(sub) -> None:
     group = p.add_argument_group("throughput (VAR)")
     group.add_argument("--batch-size", type=int, default=16, help="frames (or tiles) per forward pass")
     group.add_argument(
+        "--batch-pixels",
+        type=int,
+        default=None,
+        help="at most this many pixels per forward pass (default: 262144 on the CPU, no limit on a GPU)",
+    )
+    group.add_argument(
         "--tile-size",
         type=int,
         default=DEFAULT_TILE_SIZE,
@@ -206,6 +212,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     kind = table_format(out)  # an unknown suffix is refused before any work
     if args.batch_size < 1 or args.tile_size < 0 or args.tile_margin < 0 or args.chunk_frames < 1:
         raise InputError("--batch-size and --chunk-frames must be >= 1, --tile-size and --tile-margin >= 0")
+    if args.batch_pixels is not None and args.batch_pixels < 1:
+        raise InputError("--batch-pixels must be >= 1")
     if args.dask_scheduler and args.model == "classical":
         raise InputError("--dask-scheduler runs the VAR model; the classical baseline runs locally")
     frames = open_frames(args.frames)
@@ -232,6 +240,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                     tile_margin=args.tile_margin,
                     precision=args.precision,
                     compile=args.compile,
+                    batch_pixels=args.batch_pixels,
                 )
                 if args.dask_scheduler:
                     from .cluster import predict_on_cluster

@@ -2,8 +2,10 @@
 
 ``iter_predict`` is a generator (it yields ``PredictProgress`` and returns a
 ``PredictionResult``) so that the GUI can run it in a worker and the CLI and tests run it to
-the end with ``predict``. Frames are read chunk by chunk, so numpy memory maps and dask arrays
-are never loaded whole.
+the end with ``predict``. Frames are read chunk by chunk, so numpy memory maps, dask and zarr
+arrays and :func:`.stream.open_frames` stacks are never loaded whole; frames larger than
+``tile_size`` are cut into overlapping tiles (:mod:`.tiling`); localizations can be handed to a
+``sink`` chunk by chunk instead of being kept (streaming to a file, :mod:`.stream`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from .postprocess import extract
 from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE, TilePlan, cut, owned, plan_tiles, stitch
 
 MODES = ("progressive", "super_resolution")
+# Pixels per forward pass on the CPU when ``batch_pixels`` is not given: the default model holds
+# about 1.2 kB of activations per pixel, so ~300 MB; larger batches are no faster on a CPU.
+CPU_BATCH_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,22 @@ def _read_chunk(frames, start: int, stop: int, ndim: int) -> np.ndarray:
     return chunk
 
 
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
+
+
+def _pass_sizes(H, W, batch_size, batch_pixels, device: torch.device, plan) -> tuple[int, int]:
+    """(frames per chunk, inputs per forward pass): both divide ``batch_size``."""
+    budget = (
+        batch_pixels if batch_pixels is not None else (CPU_BATCH_PIXELS if device.type == "cpu" else None)
+    )
+    h, w = plan.tile_shape if plan is not None else (H, W)
+    per_pass = batch_size if budget is None else _largest_divisor(batch_size, int(budget) // (h * w))
+    if plan is None:
+        return per_pass, per_pass
+    return _largest_divisor(batch_size, per_pass // len(plan)), per_pass
+
+
 def _detections_untiled(level: dict, threshold: float, H: int, W: int) -> dict[str, torch.Tensor]:
     det = extract(level, threshold, H, W)
     det["frame"] = det.pop("b")
@@ -154,11 +175,15 @@ def iter_predict(
     tile_margin: int = DEFAULT_MARGIN,
     precision: str = "auto",
     compile: bool = False,
+    batch_pixels: int | None = None,
     sink: Callable[[Localizations], None] | None = None,
 ) -> Generator[PredictProgress, None, PredictionResult]:
     """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
 
-    ``batch_size``: frames (or tiles of large frames) per forward pass. Frames larger than
+    ``batch_size``: frames (or tiles of large frames) per forward pass, at most; fewer where
+    they would exceed ``batch_pixels`` pixels (default: ``CPU_BATCH_PIXELS`` on the CPU, no limit
+    elsewhere), always a divisor of ``batch_size`` (so that ranges starting at multiples of
+    ``batch_size`` run the same batches as the whole stack). Frames larger than
     ``tile_size`` on a side are cut into overlapping tiles (see :mod:`tiling`); ``None`` never
     tiles. ``precision`` ("auto": bf16 where the hardware is fast at it, "fp32", "bf16") and
     ``compile`` (``torch.compile``) go to :class:`~.model.runtime.InferenceRunner`.
@@ -175,6 +200,8 @@ def iter_predict(
     if int(batch_size) < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     batch_size = int(batch_size)
+    if batch_pixels is not None and int(batch_pixels) < 1:
+        raise InputError(f"batch_pixels must be >= 1, got {batch_pixels}")
     T, H, W = _frame_geometry(frames)
     ndim = len(frames.shape)
     if T == 0 or H == 0 or W == 0:
@@ -212,8 +239,7 @@ def iter_predict(
             plan = plan_tiles(H, W, int(tile_size), int(tile_margin), cfg.pad_multiple)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-    # frames per chunk: a tiled chunk holds about batch_size tiles (at least one frame)
-    chunk_frames = batch_size if plan is None else max(1, batch_size // len(plan))
+    chunk_frames, per_pass = _pass_sizes(H, W, batch_size, batch_pixels, torch_device, plan)
     map_data = {
         m: np.zeros((stop - start, math.ceil(H / cfg.strides[m]), math.ceil(W / cfg.strides[m])), np.float32)
         for m in maps
@@ -238,8 +264,8 @@ def iter_predict(
         else:
             tiles = cut(x, plan)  # (B * K, window, th, tw)
             dets = []
-            for g in range(0, tiles.shape[0], batch_size):
-                outputs = runner(tiles[g : g + batch_size], num_levels)
+            for g in range(0, tiles.shape[0], per_pass):
+                outputs = runner(tiles[g : g + per_pass], num_levels)
                 dets.append(_detections_tiled(outputs[-1], threshold, plan, g))
                 for m in maps:
                     probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
