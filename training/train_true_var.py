@@ -31,6 +31,7 @@ TRAINING_KEYS = {
     "scale_weights": "scale_weights",
     "psf_sigma_nm": "psf_sigma_nm",
     "photons": "photons",
+    "photon_distribution": "photon_distribution",
     "density_per_um2": "density_per_um2",
     "background_photons": "background_photons",
     "seed": "seed",

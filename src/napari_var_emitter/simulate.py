@@ -46,7 +46,8 @@ _MARGIN_SIGMAS = 3.0  # emitters are spawned this many PSF sigmas beyond the fra
 class SimulationConfig:
     frame_size: tuple[int, int] = (64, 64)  # (H, W) pixels
     density_per_um2: float = 0.3  # mean emitters ON per frame per square micrometre
-    photons: tuple[float, float] = (1000.0, 8000.0)  # photons per frame when fully on, uniform per emitter
+    photons: tuple[float, float] = (1000.0, 8000.0)  # photons per frame when fully on, per emitter
+    photon_distribution: str = "uniform"  # of the photons over their range: "uniform" or "log-uniform"
     psf_sigma_nm: tuple[float, float] = (120.0, 120.0)  # Gaussian PSF sigma, uniform per movie
     psf_sigma_jitter: float = 0.0  # relative per-emitter sigma variation (std), e.g. 0.05
     background_photons: tuple[float, float] = (20.0, 100.0)  # per pixel per frame, uniform per movie
@@ -70,6 +71,10 @@ class SimulationConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise InputError(f"simulation parameter {name} must be a finite number, got {v!r}")
 
+        if self.photon_distribution not in ("uniform", "log-uniform"):
+            raise InputError(
+                f"photon_distribution must be 'uniform' or 'log-uniform', got {self.photon_distribution!r}"
+            )
         h, w = self.frame_size
         if h != int(h) or w != int(w) or h < 4 or w < 4:
             raise InputError(f"frame_size must be two whole numbers >= 4 (H, W), got {self.frame_size}")
@@ -399,7 +404,11 @@ def _simulate(config: SimulationConfig, batch: int, window: int, generator, devi
 
     # 3.3 Emitter properties.
     x, y = _positions(config, movie, batch, margin, filaments, generator, device)  # (M,)
-    brightness = _uniform(*config.photons, (m,), generator, device)  # photons per fully-on frame
+    if config.photon_distribution == "log-uniform":  # as many dim emitters as bright ones
+        lo, hi = config.photons
+        brightness = torch.exp(_uniform(math.log(lo), math.log(hi), (m,), generator, device))
+    else:
+        brightness = _uniform(*config.photons, (m,), generator, device)  # photons per fully-on frame
     sigma = sigma_px[movie]
     if config.psf_sigma_jitter > 0:
         jitter = config.psf_sigma_jitter * torch.randn((m,), generator=generator, device=device)

@@ -47,6 +47,7 @@ class TrainConfig:
     camera: Camera = field(default_factory=Camera)
     psf_sigma_nm: tuple[float, float] = (100.0, 150.0)
     photons: tuple[float, float] = (200.0, 10000.0)
+    photon_distribution: str = "uniform"  # of training emitters' photons: "uniform" or "log-uniform"
     density_per_um2: tuple[float, float] = (0.0, 5.0)  # drawn per batch
     background_photons: tuple[float, float] = (10.0, 150.0)
     background_variation: float = 0.3
@@ -114,6 +115,7 @@ def _simulation(cfg: TrainConfig, rng: random.Random, structure: str | None = No
         frame_size=(cfg.frame_size, cfg.frame_size),
         density_per_um2=rng.uniform(*cfg.density_per_um2),
         photons=cfg.photons,
+        photon_distribution=cfg.photon_distribution,
         psf_sigma_nm=cfg.psf_sigma_nm,
         psf_sigma_jitter=0.05,
         background_photons=cfg.background_photons,

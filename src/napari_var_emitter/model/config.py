@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import CheckpointError
 
+ACTIVATIONS = ("gelu", "relu")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -38,6 +40,8 @@ class ModelConfig:
     # 4. input
     frame_window: int = 1  # consecutive frames seen at once (odd); the middle one is predicted
     photon_scale: float = 100.0
+    # 5. the nonlinearity of the full-resolution convolutions (encoder, conv levels)
+    activation: str = "gelu"  # "gelu" (exact) or "relu" (much cheaper on a CPU)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_nums", tuple(int(p) for p in self.patch_nums))
@@ -57,6 +61,10 @@ class ModelConfig:
         if self.embed_dim % self.num_heads:
             raise CheckpointError(
                 f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise CheckpointError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
             )
         if self.frame_window < 1 or self.frame_window % 2 == 0:
             raise CheckpointError(f"frame_window must be odd and >= 1, got {self.frame_window}")
@@ -112,12 +120,16 @@ class ModelConfig:
             elif key in ("chain",):
                 if not isinstance(value, bool):
                     raise CheckpointError(f"model config {key} must be true or false")
+            elif key == "activation":
+                if value not in ACTIVATIONS:
+                    raise CheckpointError(f"model config activation must be one of {', '.join(ACTIVATIONS)}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise CheckpointError(f"model config {key} must be a number, got {value!r}")
             elif key != "photon_scale" and not float(value).is_integer():
                 raise CheckpointError(f"model config {key} must be an integer, got {value!r}")
         ints = {
-            k: (int(v) if k not in ("photon_scale", "chain", "patch_nums") else v) for k, v in values.items()
+            k: (int(v) if k not in ("photon_scale", "chain", "patch_nums", "activation") else v)
+            for k, v in values.items()
         }
         if (
             ints.get("embed_dim", 0) > 4096
@@ -131,6 +143,8 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # Small, fast, accurate: chosen by measurement on a 2-core CPU (see training/README.md).
     "default": ModelConfig(),
+    # Half the full-resolution width and ReLU: for CPUs (see training/RESULTS.md, speed).
+    "fast": ModelConfig(encoder_channels=16, conv_dim=24, token_dim=8, activation="relu"),
     # The seed's sizes: 10/20/40/80 for a 160 px input, width 768, 12 heads, 24 layers, 8192 codes.
     "seed": ModelConfig(
         patch_nums=(10, 20, 40, 80),

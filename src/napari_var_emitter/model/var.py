@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import InputError
 from .config import ModelConfig
 
+ACTIVATION = {"gelu": F.gelu, "relu": F.relu}
 NUM_OUTPUTS = 8  # logit, dx, dy, photons, sigma_x, sigma_y, photon_sigma, background
 PHOTON_NORM = 1000.0  # photons predicted in units of PHOTON_NORM
 
@@ -53,13 +54,14 @@ class Encoder(nn.Module):
         self.photon_scale = cfg.photon_scale
         self.stem = nn.Conv2d(2 * cfg.frame_window, c, 3, padding=1)
         self.blocks = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(cfg.encoder_blocks))
+        self.act = ACTIVATION[cfg.activation]
 
     def forward(self, photons_BWHW: torch.Tensor) -> torch.Tensor:
         x = photons_BWHW / self.photon_scale
         x = torch.cat([x, torch.log1p(x.clamp_min(0.0))], dim=1)
-        h = F.gelu(self.stem(x))
+        h = self.act(self.stem(x))
         for conv in self.blocks:
-            h = h + F.gelu(conv(h))
+            h = h + self.act(conv(h))
         return h
 
 
@@ -184,12 +186,15 @@ class AdaLNSelfAttn(nn.Module):
 class AdaLNConvBlock(nn.Module):
     """The local counterpart of AdaLNSelfAttn for large levels: 3x3 conv mixing, same AdaLN."""
 
-    def __init__(self, dim: int, cond_dim: int, mlp_ratio: float = 2.0):
+    def __init__(self, dim: int, cond_dim: int, mlp_ratio: float = 2.0, activation: str = "gelu"):
         super().__init__()
         hidden = int(dim * mlp_ratio)
+        self.act = ACTIVATION[activation]
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
         self.mlp = nn.Sequential(
-            nn.Conv2d(dim, hidden, 1), nn.GELU(approximate="tanh"), nn.Conv2d(hidden, dim, 1)
+            nn.Conv2d(dim, hidden, 1),
+            nn.GELU(approximate="tanh") if activation == "gelu" else nn.ReLU(),
+            nn.Conv2d(hidden, dim, 1),
         )
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
 
@@ -197,7 +202,7 @@ class AdaLNConvBlock(nn.Module):
         mods = self.ada_lin(cond_BD)[:, :, None, None]  # cond_BD may be (1, D): one level for all
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mods.chunk(6, dim=1)
         m = torch.addcmul(shift1, channel_norm(h_BChw), 1 + scale1)
-        h_BChw = torch.addcmul(h_BChw, F.gelu(self.conv(m)), gamma1)
+        h_BChw = torch.addcmul(h_BChw, self.act(self.conv(m)), gamma1)
         m = torch.addcmul(shift2, channel_norm(h_BChw), 1 + scale2)
         return torch.addcmul(h_BChw, self.mlp(m), gamma2)
 
@@ -274,7 +279,9 @@ class TrueVAREmitterPredictor(nn.Module):
             for i in range(self.num_levels)
         )
         self.conv_lvl_embed = nn.Embedding(self.num_levels, Cc)
-        self.conv_blocks = nn.ModuleList(AdaLNConvBlock(Cc, C) for _ in range(cfg.conv_blocks))
+        self.conv_blocks = nn.ModuleList(
+            AdaLNConvBlock(Cc, C, activation=cfg.activation) for _ in range(cfg.conv_blocks)
+        )
         # 5. one head per level
         self.heads = nn.ModuleList(Head(C if i < cfg.attn_levels else Cc, s) for i, s in enumerate(strides))
         self._init_weights()
