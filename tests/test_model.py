@@ -12,10 +12,10 @@ TINY = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def net():
+@pytest.fixture(scope="module", params=["gelu", "relu"])
+def net(request):
     torch.manual_seed(0)
-    model = TrueVAREmitterPredictor(ModelConfig(**TINY)).eval()
+    model = TrueVAREmitterPredictor(ModelConfig(**TINY, activation=request.param)).eval()
     # Randomise the zero-initialised heads and gates so that every path carries signal.
     with torch.no_grad():
         for p in model.parameters():
@@ -133,6 +133,10 @@ def test_config_is_checked():
         ModelConfig(embed_dim=50, num_heads=4)
     with pytest.raises(CheckpointError, match="unknown"):
         ModelConfig.from_dict({**ModelConfig().to_dict(), "evil": 1})
+    with pytest.raises(CheckpointError, match="activation"):
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "activation": "swish"})
+    fast = preset("fast")
+    assert ModelConfig.from_dict(fast.to_dict()) == fast and fast.activation == "relu"
     assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()
 
 

@@ -282,3 +282,19 @@ def test_write_movie_round_trips(tmp_path):
 def test_bad_config_raises_input_error(changes):
     with pytest.raises(InputError):
         SimulationConfig(**changes)
+
+
+def test_log_uniform_photons_give_as_many_dim_emitters_as_bright_ones():
+    def photons(distribution):
+        config = SimulationConfig(
+            density_per_um2=3.0, photons=(100.0, 10000.0), photon_distribution=distribution
+        )
+        return simulate_movie(config, 20, seed=3).truth.photons
+
+    uniform, log_uniform = photons("uniform"), photons("log-uniform")
+    assert log_uniform.max() <= 10000.0 and uniform.max() <= 10000.0
+    # fully-on brightness: log-uniform has half its emitters under sqrt(100 * 10000) = 1000 photons,
+    # uniform 9 %; partly-on frames scale both down alike
+    assert np.mean(log_uniform < 1000.0) > 2.5 * np.mean(uniform < 1000.0)
+    with pytest.raises(InputError, match="photon_distribution"):
+        SimulationConfig(photon_distribution="normal")
