@@ -26,31 +26,13 @@ import torch
 from ._atomic import atomic_path
 from .camera import Camera
 from .errors import CameraError, CheckpointError
-from .model.config import ModelConfig
+from .model.config import CONFIG_LIMITS, MAX_PATCH_NUMS, MAX_PHOTON_SCALE, ModelConfig
 from .model.var import TrueVAREmitterPredictor
 
 FORMAT = "napari-var-emitter/1"
 BUNDLED = "default.pt"
 MAX_PARAMETERS = 1_000_000_000  # the seed preset has 275 M
 # (min, max) of the config's integer sizes: a crafted config must not make us allocate terabytes.
-CONFIG_LIMITS = {
-    "train_size": (1, 4096),
-    "extra_levels": (0, 4),
-    "attn_levels": (0, 16),
-    "embed_dim": (1, 4096),
-    "conv_dim": (1, 4096),
-    "num_heads": (1, 128),
-    "num_layers": (0, 128),
-    "conv_blocks": (1, 64),
-    "encoder_channels": (1, 4096),
-    "encoder_blocks": (0, 64),
-    "vocab_size": (2, 65536),
-    "token_dim": (1, 4096),
-    "num_phi": (1, 64),
-    "frame_window": (1, 31),
-}
-MAX_PATCH_NUMS = 12
-MAX_PHOTON_SCALE = 1e9
 
 
 def bundled_path() -> Path:

@@ -15,6 +15,25 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import CheckpointError
 
 ACTIVATIONS = ("gelu", "relu")
+# Sizes a config may ask for (checked on construction, before any weight is allocated).
+CONFIG_LIMITS = {
+    "train_size": (1, 4096),
+    "extra_levels": (0, 4),
+    "attn_levels": (0, 16),
+    "embed_dim": (1, 4096),
+    "conv_dim": (1, 4096),
+    "num_heads": (1, 128),
+    "num_layers": (0, 128),
+    "conv_blocks": (1, 64),
+    "encoder_channels": (1, 4096),
+    "encoder_blocks": (0, 64),
+    "vocab_size": (2, 65536),
+    "token_dim": (1, 4096),
+    "num_phi": (1, 64),
+    "frame_window": (1, 31),
+}
+MAX_PATCH_NUMS = 12
+MAX_PHOTON_SCALE = 1e9
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_nums", tuple(int(p) for p in self.patch_nums))
+        for name, (low, high) in CONFIG_LIMITS.items():
+            if not low <= getattr(self, name) <= high:
+                raise CheckpointError(f"{name} = {getattr(self, name)} is out of range [{low}, {high}]")
+        if not math.isfinite(self.photon_scale) or not 0 < self.photon_scale <= MAX_PHOTON_SCALE:
+            raise CheckpointError(
+                f"photon_scale = {self.photon_scale} is out of range (0, {MAX_PHOTON_SCALE:g}]"
+            )
         pn = self.patch_nums
+        if len(pn) > MAX_PATCH_NUMS:
+            raise CheckpointError(f"at most {MAX_PATCH_NUMS} patch_nums, got {len(pn)}")
         if len(pn) < 1 or any(p <= 0 for p in pn) or self.train_size <= 0:
             raise CheckpointError(f"patch_nums must be positive, got {pn}")
         for p in pn:
