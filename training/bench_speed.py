@@ -13,7 +13,7 @@ stack is written once as an uncompressed TIFF in ``--work`` (reused by later run
 method reads the same file, streaming (``stream.open_frames``, chunk by chunk).
 
 Each (method, stack) runs in a fresh Python process, so that its peak memory is its own: after an
-untimed warm-up on the first 2 frames (model loading, JIT, first calls), the whole stack is
+untimed warm-up on the first frames (one forward pass) (model loading, JIT, first calls), the whole stack is
 localized and timed end to end (reading, the network or fit, post-processing, localizations
 handed to a sink that counts them). ``peak RSS`` is the process's high-water mark
 (``getrusage``: imports, model and run); ``growth`` is how much of it the timed run added (flat
@@ -60,13 +60,13 @@ def stack_path(work: Path, size: int, n_frames: int) -> Path:
 
 def write_stack(path: Path, size: int, n_frames: int) -> Path:
     """Simulate ``n_frames`` frames of ``size`` px into an uncompressed TIFF, chunk by chunk."""
+    if path.exists():
+        return path
     import tifffile
 
     from napari_var_emitter.camera import Camera
     from napari_var_emitter.simulate import SimulationConfig, simulate_movie
 
-    if path.exists():
-        return path
     config = SimulationConfig(
         frame_size=(size, size),
         density_per_um2=0.3,
@@ -190,7 +190,8 @@ def run_case(method: str, path: Path, args) -> dict:
     frames = open_frames(path)
     try:
         n, h, w = frames.shape
-        run(np.asarray(frames[: min(2, n)]), lambda k: None)  # warm-up, untimed
+        warm = max(1, min(n, 16, (1 << 18) // (h * w)))  # one forward pass of the VAR model
+        run(np.asarray(frames[:warm]), lambda k: None)  # warm-up, untimed
         cuda = args.device != "cpu" and torch.cuda.is_available()
         if cuda:
             torch.cuda.synchronize()
