@@ -13,10 +13,10 @@ stack is written once as an uncompressed TIFF in ``--work`` (reused by later run
 method reads the same file, streaming (``stream.open_frames``, chunk by chunk).
 
 Each (method, stack) runs in a fresh Python process, so that its peak memory is its own: after an
-untimed warm-up on the first frames (one forward pass) (model loading, JIT, first calls), the whole stack is
-localized and timed end to end (reading, the network or fit, post-processing, localizations
-handed to a sink that counts them). ``peak RSS`` is the process's high-water mark
-(``getrusage``: imports, model and run); ``growth`` is how much of it the timed run added (flat
+untimed warm-up on the first frames (one forward pass: model loading, JIT, first calls), the
+whole stack is localized and timed end to end (reading, the network or fit, post-processing,
+localizations handed to a sink that counts them). ``peak RSS`` is the process's high-water mark
+(``VmHWM``: imports, model and run); ``growth`` is how much of it the timed run added (flat
 memory: it does not grow with the stack). On CUDA, ``GPU peak`` is torch's peak allocation.
 
 Methods: ``var`` (the bundled model or ``--var-model``, progressive mode, frames over
