@@ -158,3 +158,20 @@ def test_predict_bad_input_gives_one_clear_error(tiny_model, frames, kwargs, mes
         gen = iter_predict(frames, tiny_model, Camera(), **kwargs)
         for _ in gen:
             pass
+
+
+def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
+    from napari_var_emitter.metrics import evaluate
+    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+
+    config = SimulationConfig(frame_size=(48, 48), density_per_um2=0.4, photons=(1500.0, 5000.0))
+    movie = simulate_movie(config, 24, seed=321)
+    frames = movie.frames.numpy()
+    model = load_checkpoint(None, torch.device("cpu"))
+    reports = {}
+    for refine in (False, True):
+        locs = predict(frames, model, config.camera, device="cpu", precision="fp32", refine=refine)
+        reports[refine] = evaluate(locs.localizations, movie.truth, config.camera.pixel_size_nm)
+    # the same detections, better positions
+    assert reports[True].n_pred == reports[False].n_pred
+    assert reports[True].rmse_nm < 0.97 * reports[False].rmse_nm  # measured: 20.5 -> 19.2 nm

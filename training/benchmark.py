@@ -2,6 +2,7 @@
 
 python training/benchmark.py [--frames 100] [--methods classical,picasso,var] [--sets LD-high,...]
                              [--shared-data ../shared/data] [--csv OUT.csv] [--device auto]
+                             [--var-model M] [--precision auto|fp32|bf16] [--compile] [--batch-size 32]
 
 Sets (all 64 x 64 px of 100 nm, the default EMCCD camera of CONVENTIONS section 2, Gaussian PSF of
 sigma 120 nm (FWHM 283 nm), uniform emitters, background 50-100 photons per pixel, blinking as in
@@ -20,13 +21,14 @@ used to tune anything.
 
 Methods: ``classical`` (napari_var_emitter.classical), ``picasso`` (picassosr: its own net-gradient
 identification + Gaussian MLE fit, ``localize_frames(..., fitting_method="gaussmle")``, skipped if it
-does not import), ``var`` (the bundled model, or ``--var-model``, via predict.py, progressive mode) and
-``var-sr`` (the same model in super-resolution mode); skipped with a note if the model is unavailable.
+does not import), ``var`` (the bundled model, or ``--var-model``, via predict.py, progressive mode,
+with the maximum-likelihood refinement of refine.py), ``var-noref`` (the network's own positions,
+no refinement) and ``var-sr`` (super-resolution mode); skipped with a note if the model is unavailable.
 ``calib.`` is the RMS of (error / predicted uncertainty) over matched pairs and axes (1 = calibrated);
 ``grid max/min`` the max/min count ratio of sub-pixel positions over 10 bins (1 = no pixel-grid bias).
 Metrics: metrics.evaluate, Hungarian matching within 250 nm; RMSE/CRLB on isolated (1 um) emitters of
 over 1,000 photons. frames/s: wall time of the localization call including conversion to a
-Localizations table, after an untimed warm-up (numba JIT, torch first calls).
+Localizations table, after an untimed warm-up of one batch (numba JIT, torch first calls, compilation).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def method_picasso(bench: BenchSet, args):
     return run
 
 
-def _var_runner(bench: BenchSet, args, mode: str):
+def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True):
     try:
         from napari_var_emitter.predict import load_model, predict
 
@@ -174,7 +176,17 @@ def _var_runner(bench: BenchSet, args, mode: str):
         return f"VAR model not available ({exc})"
 
     def run(frames):
-        return predict(frames, model, bench.camera, mode=mode, device=args.device).localizations
+        return predict(
+            frames,
+            model,
+            bench.camera,
+            mode=mode,
+            device=args.device,
+            refine=refine,
+            precision=args.precision,
+            compile=args.compile,
+            batch_size=args.batch_size,
+        ).localizations
 
     return run
 
@@ -182,6 +194,11 @@ def _var_runner(bench: BenchSet, args, mode: str):
 def method_var(bench: BenchSet, args):
     """The VAR model (bundled, or --var-model), progressive mode: localizations from the finest level."""
     return _var_runner(bench, args, "progressive")
+
+
+def method_var_noref(bench: BenchSet, args):
+    """The VAR model's own positions, without the maximum-likelihood refinement (ablation)."""
+    return _var_runner(bench, args, "progressive", refine=False)
 
 
 def method_var_sr(bench: BenchSet, args):
@@ -194,6 +211,7 @@ METHODS = {
     "picasso": method_picasso,
     "var": method_var,
     "var-sr": method_var_sr,
+    "var-noref": method_var_noref,
 }
 
 
@@ -204,7 +222,8 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
     runner = METHODS[method](bench, args)
     if isinstance(runner, str):
         return runner
-    runner(bench.frames[: min(2, len(bench.frames))])  # warm-up: JIT, first torch calls, model to device
+    warm = min(args.batch_size, len(bench.frames))  # a full batch: JIT, compilation, model to device
+    runner(bench.frames[:warm])
     start = time.perf_counter()
     locs = runner(bench.frames)
     elapsed = time.perf_counter() - start
@@ -219,7 +238,7 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
     )
     return {
         "method": method
-        if method not in ("var", "var-sr") or not args.var_label
+        if not method.startswith("var") or not args.var_label
         else f"{args.var_label}{method[3:]}",
         "set": bench.name,
         "frames": len(bench.frames),
@@ -297,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--var-label", default="", help="name the var rows (e.g. var-nochain for an ablation)"
     )
+    parser.add_argument("--precision", default="auto", help="VAR model: auto, fp32 or bf16")
+    parser.add_argument("--compile", action="store_true", help="VAR model: torch.compile (CPU: ~30 s once)")
+    parser.add_argument("--batch-size", type=int, default=32, help="VAR model: frames per batch")
     parser.add_argument("--csv", type=Path, default=None, help="also save the rows as CSV")
     args = parser.parse_args(argv)
 
