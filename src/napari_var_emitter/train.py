@@ -142,10 +142,19 @@ def validation_movies(cfg: TrainConfig, device) -> list:
 
 
 def validate(model: EmitterModel, movies, device) -> tuple[float, dict]:
-    """Best threshold (mean JI over the movies) and the metrics at it."""
+    """Best threshold (mean JI over the movies) and the metrics at it, of the network alone (no
+    maximum-likelihood refinement: the calibration measured here is that of the network's own
+    uncertainty, which ``finalize_weights.py`` folds into ``uncertainty_scale``)."""
     px = model.camera.pixel_size_nm
     results = [
-        predict(m.frames.cpu().numpy(), model, model.camera, threshold=min(THRESHOLDS), device=device)
+        predict(
+            m.frames.cpu().numpy(),
+            model,
+            model.camera,
+            threshold=min(THRESHOLDS),
+            device=device,
+            refine=False,
+        )
         for m in movies
     ]
     best = None
