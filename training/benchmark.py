@@ -14,7 +14,8 @@ simulate.py):
 | HD-high | 2.0             | 1000-8000 | 10_003 |
 | HD-low  | 2.0             | 300-1500  | 10_004 |
 
-Seeds from 10_000 up are reserved for benchmarks: training and tuning must use seeds below 10_000.
+Seeds from 10_000 up are reserved for benchmarks: training and tuning must use seeds below 10_000;
+``--validation`` runs the same four sets on seeds 5_011-5_014 for choosing between models.
 ``deepstorm_demo1`` is external validation data (ThunderSTORM simulator, 20 frames, ~6 emitters/um^2;
 its camera is not published: we read it as 1 ADU per photon, baseline 100, no EM gain). It is never
 used to tune anything.
@@ -64,7 +65,10 @@ SYNTHETIC_SETS = {
 }
 EXTERNAL_SETS = ("deepstorm_demo1",)
 ALL_SETS = tuple(SYNTHETIC_SETS) + EXTERNAL_SETS
-ALL_METHODS = ("classical", "picasso", "var", "var-sr")
+ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref")
+# --validation: the same four sets on seeds 5_011..5_014, for choosing between models without
+# touching the benchmark's seeds (train.validate uses 5_000 and 5_001).
+VALIDATION_SEED_OFFSET = 5_011 - 10_001
 
 # Picasso's net-gradient threshold is in ADU; we give it in photons (x ADU per photon of the camera).
 # 400 photons: chosen for the best Jaccard on LD-high/LD-low simulations of seed 7 (< 10_000).
@@ -80,10 +84,12 @@ class BenchSet:
     psf_sigma_nm: float
 
 
-def make_set(name: str, n_frames: int, shared_data: Path) -> BenchSet:
+def make_set(name: str, n_frames: int, shared_data: Path, validation: bool = False) -> BenchSet:
     if name in SYNTHETIC_SETS:
         density, photons, seed = SYNTHETIC_SETS[name]
         assert seed >= BENCHMARK_SEED_BASE
+        if validation:
+            seed += VALIDATION_SEED_OFFSET
         config = SimulationConfig(
             frame_size=(64, 64),
             density_per_um2=density,
@@ -319,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", help="VAR model: auto, fp32 or bf16")
     parser.add_argument("--compile", action="store_true", help="VAR model: torch.compile (CPU: ~30 s once)")
     parser.add_argument("--batch-size", type=int, default=32, help="VAR model: frames per batch")
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="the synthetic sets on validation seeds (5011-5014), for model selection; no external set",
+    )
     parser.add_argument("--csv", type=Path, default=None, help="also save the rows as CSV")
     args = parser.parse_args(argv)
 
@@ -336,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in EXTERNAL_SETS and not (args.shared_data / name).is_dir():
             notes.append(f"{name}: skipped, {args.shared_data / name} not found (--shared-data)")
             continue
-        bench = make_set(name, args.frames, args.shared_data)
+        if args.validation and name not in SYNTHETIC_SETS:
+            continue
+        bench = make_set(name, args.frames, args.shared_data, validation=args.validation)
         for method in methods:
             result = run_one(method, bench, args)
             if isinstance(result, str):
