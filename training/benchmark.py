@@ -192,6 +192,7 @@ def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True):
             precision=args.precision,
             compile=args.compile,
             batch_size=args.batch_size,
+            threshold=args.threshold,
         ).localizations
 
     return run
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", help="VAR model: auto, fp32 or bf16")
     parser.add_argument("--compile", action="store_true", help="VAR model: torch.compile (CPU: ~30 s once)")
     parser.add_argument("--batch-size", type=int, default=32, help="VAR model: frames per batch")
+    parser.add_argument("--threshold", type=float, default=None, help="VAR model: detection threshold")
     parser.add_argument(
         "--validation",
         action="store_true",
