@@ -4,11 +4,11 @@ The network finds the emitters and gives each a position, photons and background
 then fits every emitter to the pixels around it by Poisson maximum likelihood (the same
 integrated-Gaussian model, EMCCD correction and Levenberg-Marquardt as ``classical.fit_spots``),
 with the light of its detected neighbours in the model as a fixed term. Two rounds (a block
-Jacobi iteration of the joint fit of all emitters) let neighbours settle together. Emitters with a
-neighbour closer than ``min_separation`` keep the network's values (there the network, which saw
-many overlapping pairs in training, is more accurate than a fit: measured on the validation
-seeds), and so do fits that fail, move more than ``max_shift`` from the network's position or end
-with no photons.
+Jacobi iteration of the joint fit of all emitters) let neighbours settle together. Fits that fail,
+move more than ``max_shift`` from the network's position or end with no photons keep the network's
+values; so do emitters with a neighbour closer than ``min_separation`` (0 by default: on the
+validation seeds, fitting every emitter with its neighbours in the model gave the best efficiency
+and the flattest sub-pixel histogram at both densities; see training/RESULTS.md).
 
 Why: a fit reaches the Cramer-Rao bound on isolated emitters and has no pixel-grid bias, while the
 network's offsets are pulled toward pixel centres at low photon counts. The network supplies what a
@@ -27,8 +27,8 @@ BOX = 7
 ROUNDS = 2
 N_ITER = 5  # Levenberg-Marquardt steps per round: from the network's start, 4 already converge
 MAX_SHIFT = 0.5  # px
-NETWORK_SHARE = 0.7  # of the network's uncertainty, added in quadrature to a fit's (see refine)
-MIN_SEPARATION = 4.0  # px: closer pairs keep the network's values (see the module docstring)
+NETWORK_SHARE = 0.85  # of the network's uncertainty, added in quadrature to a fit's (see refine)
+MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0: fit every emitter)
 
 
 def _neighbour_pairs(frame, x, y, reach: float) -> np.ndarray:
