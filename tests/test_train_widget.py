@@ -1,5 +1,6 @@
 """Dock widget "Train model", driven as a person would, with a tiny training run."""
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -48,11 +49,14 @@ def test_training_in_background_registers_the_model(make_napari_viewer, qtbot, t
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(20)
+    started = time.perf_counter()
     widget.train_button.click()
     assert widget.running and not widget.train_button.isEnabled()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    elapsed_ms = 1000 * (time.perf_counter() - started)
     timer.stop()
-    assert len(ticks) > 20, "the UI thread was blocked during training"
+    # a blocked UI thread gets ~no ticks; a busy CI machine still gets a good share of the 20 ms ones
+    assert len(ticks) >= max(5, 0.25 * elapsed_ms / 20), "the UI thread was blocked during training"
 
     assert widget.progress.maximum() == 4 and widget.progress.value() == 4
     assert len(widget.loss_curve.values) == 4

@@ -302,7 +302,7 @@ def _localize_chunk(photons_THW, camera, sigma0, threshold, box, sigma_range, fr
 
     x, y, frame = xf[idx], yf[idx], t[idx] + frame_offset
     n, b, s, score = n[idx], b[idx], s[idx], snr[idx]
-    keep = _dedupe(frame, x, y, n, min_dist=0.5 * sigma0)
+    keep = dedupe(frame, x, y, n, min_dist=0.5 * sigma0)
 
     qe = camera.qe
     # Mortensen with detected photons (qe * incident): the Poisson statistic the camera sees.
@@ -323,7 +323,7 @@ def _localize_chunk(photons_THW, camera, sigma0, threshold, box, sigma_range, fr
     return locs.subset(keep)
 
 
-def _dedupe(frame, x, y, photons, min_dist: float) -> np.ndarray:
+def dedupe(frame, x, y, photons, min_dist: float) -> np.ndarray:
     """Indices to keep: of two fits in one frame closer than ``min_dist`` px, the brighter one."""
     if len(frame) < 2:
         return np.arange(len(frame))

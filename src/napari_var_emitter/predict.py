@@ -19,6 +19,7 @@ import torch
 
 from .camera import Camera
 from .checkpoint import EmitterModel, load_checkpoint
+from .classical import dedupe
 from .errors import InputError
 from .io import check_frame_shape, check_values
 from .localizations import Localizations
@@ -28,6 +29,9 @@ from .refine import refine as refine_fit
 from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE, TilePlan, cut, owned, plan_tiles, stitch
 
 MODES = ("progressive", "super_resolution")
+# Of two detections of one frame closer than this (pixels), the less probable is dropped: an
+# emitter on a cell edge can make both cells fire (closer emitters cannot be told apart anyway).
+DUPLICATE_PX = 0.5
 # Pixels per forward pass on the CPU when ``batch_pixels`` is not given: the default model holds
 # about 1.2 kB of activations per pixel, so ~300 MB; larger batches are no faster on a CPU.
 CPU_BATCH_PIXELS = 1 << 18
@@ -278,6 +282,9 @@ def iter_predict(
                     stitch(probability, plan, cfg.strides[m], map_data[m][t0 - start : t1 - start], g)
             det = _sorted_like_untiled(dets)
         det["uncertainty"] = det["uncertainty"].astype(np.float64) * model.uncertainty_scale
+        if DUPLICATE_PX > 0 and len(det["frame"]) > 1:  # two cells firing for one emitter
+            keep = dedupe(det["frame"], det["x"], det["y"], det["probability"], DUPLICATE_PX)
+            det = {k: v[keep] for k, v in det.items()}
         if refine:
             fit = refine_fit(
                 photons_np[t0 - lo : t1 - lo],

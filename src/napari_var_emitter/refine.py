@@ -27,7 +27,7 @@ BOX = 7
 ROUNDS = 2
 N_ITER = 5  # Levenberg-Marquardt steps per round: from the network's start, 4 already converge
 MAX_SHIFT = 0.5  # px
-NETWORK_SHARE = 0.85  # of the network's uncertainty, added in quadrature to a fit's (see refine)
+NETWORK_SHARE = 0.8  # of the network's uncertainty, added in quadrature to a fit's (see refine)
 MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0: fit every emitter)
 
 
