@@ -175,3 +175,22 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
     # the same detections, better positions
     assert reports[True].n_pred == reports[False].n_pred
     assert reports[True].rmse_nm < 0.97 * reports[False].rmse_nm  # measured: 20.5 -> 19.2 nm
+
+
+def test_an_emitter_on_a_pixel_edge_is_reported_once():
+    from napari_var_emitter.classical import gaussian_model
+    from napari_var_emitter.simulate import apply_camera
+
+    camera = Camera()  # the EMCCD the bundled model was trained for
+    truth = [(x + 0.5, y) for x in (10, 22, 34) for y in (10, 22, 34)]  # on the edge between 2 pixels
+    grid = np.arange(48, dtype=np.float64)
+    expected = np.full((6, 48, 48), 60.0)
+    for x, y in truth:
+        expected += gaussian_model(np.array([[x, y, 4000.0, 0.0, 1.2]]), grid, False)[0][0]
+    generator = torch.Generator().manual_seed(5)
+    frames = apply_camera(torch.from_numpy(expected).float(), camera, generator).numpy()
+    locs = predict(frames, None, camera, device="cpu", precision="fp32").localizations
+    for t in range(6):
+        xy = np.column_stack([locs.x, locs.y])[locs.frame == t]
+        for x, y in truth:
+            assert np.sum(np.hypot(xy[:, 0] - x, xy[:, 1] - y) < 1.0) == 1
