@@ -207,3 +207,39 @@ def test_train_bad_settings_exit_2(tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_evaluate_reads_picasso_files_at_their_own_pixel_size(sim_dir, tmp_path, capsys):
+    from napari_var_emitter.localizations import write_localizations
+
+    truth = read_csv(sim_dir / "truth.csv", 100.0)
+    # the same emitters in a Picasso file of 50 nm pixels: positions in those pixels
+    half = truth.subset(np.arange(len(truth)))
+    half.x, half.y = (truth.x + 0.5) * 2 - 0.5, (truth.y + 0.5) * 2 - 0.5
+    write_localizations(half, tmp_path / "locs.hdf5", pixel_size_nm=50.0, frame_shape=(64, 64))
+    assert main(["evaluate", str(sim_dir / "truth.csv"), str(tmp_path / "locs.hdf5")]) == 0
+    lines = {line[:20].strip(): line[20:].split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert float(lines["Jaccard index [%]"][0]) == 100.0  # every emitter matched, in place
+    assert float(lines["RMSE lateral [nm]"][0]) < 1e-3
+
+
+def test_no_refine_keeps_the_networks_positions(sim_dir, tmp_path):
+    args = ["predict", str(sim_dir / "frames.tif"), "--quiet", "--device", "cpu", "--precision", "fp32"]
+    assert main([*args, "--out", str(tmp_path / "a.csv")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b.csv"), "--no-refine"]) == 0
+    a, b = read_csv(tmp_path / "a.csv", 100.0), read_csv(tmp_path / "b.csv", 100.0)
+    assert len(a) == len(b) > 0 and not np.allclose(a.x, b.x)
+
+
+def test_an_unexpected_error_is_one_line(monkeypatch, capsys):
+    import napari_var_emitter.cli as cli
+
+    def boom(args):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["evaluate"].set_defaults(run=boom)
+    assert main(["evaluate", "a.csv", "b.csv"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (RuntimeError): CUDA out of memory." in err

@@ -167,6 +167,11 @@ def _add_predict(sub) -> None:
     )
     group.add_argument("--compile", action="store_true", help="torch.compile the network (slow start)")
     group.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="keep the network's own positions (no maximum-likelihood refinement; a little faster)",
+    )
+    group.add_argument(
         "--dask-scheduler",
         default=None,
         metavar="ADDRESS",
@@ -241,6 +246,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                     precision=args.precision,
                     compile=args.compile,
                     batch_pixels=args.batch_pixels,
+                    refine=not args.no_refine,
                 )
                 if args.dask_scheduler:
                     from .cluster import predict_on_cluster
@@ -376,14 +382,27 @@ def format_report(report) -> str:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .localizations import read_csv
+    from .localizations import read_localizations
     from .metrics import evaluate
 
     if not args.tolerance_nm > 0:
         raise InputError(f"--tolerance-nm must be > 0, got {args.tolerance_nm}")
-    truth = read_csv(args.truth, args.pixel_size_nm)
-    locs = read_csv(args.locs, args.pixel_size_nm)
-    report = evaluate(locs, truth, args.pixel_size_nm, tolerance_nm=args.tolerance_nm, method=args.match)
+    # CSV (ours, ThunderSTORM; in nm) or Picasso HDF5 (in its own pixels, which then win)
+    truth, truth_meta = read_localizations(args.truth, args.pixel_size_nm)
+    locs, locs_meta = read_localizations(args.locs, args.pixel_size_nm)
+    pixel_size_nm = args.pixel_size_nm
+    for meta in (truth_meta, locs_meta):
+        if meta["format"] != "csv":
+            pixel_size_nm = float(meta["pixel_size_nm"])
+    if {truth_meta["format"], locs_meta["format"]} != {"csv"} and pixel_size_nm != args.pixel_size_nm:
+        if truth_meta["format"] == "csv":
+            truth, _ = read_localizations(args.truth, pixel_size_nm)
+        if locs_meta["format"] == "csv":
+            locs, _ = read_localizations(args.locs, pixel_size_nm)
+    sizes = {float(m["pixel_size_nm"]) for m in (truth_meta, locs_meta) if m["format"] != "csv"}
+    if len(sizes) > 1:
+        raise InputError(f"the two Picasso files have different pixel sizes: {sorted(sizes)} nm")
+    report = evaluate(locs, truth, pixel_size_nm, tolerance_nm=args.tolerance_nm, method=args.match)
     print(
         f"{len(locs)} localizations vs {len(truth)} true emitters, {args.match} matching "
         f"within {args.tolerance_nm:g} nm"
@@ -484,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an exhausted machine (e.g. out of memory): still one line
+        message = f"internal error ({type(exc).__name__}): {exc}"
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_ERROR
 
