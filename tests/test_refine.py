@@ -4,7 +4,7 @@ import numpy as np
 
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.classical import gaussian_model
-from napari_var_emitter.refine import NETWORK_SHARE, refine
+from napari_var_emitter.refine import SHARE_ALONE, refine
 
 SIGMA = 1.2
 CAMERA = Camera(em_gain=1.0, qe=1.0, read_noise_e=0.0, e_per_adu=1.0, baseline=0.0)  # Poisson only
@@ -58,7 +58,7 @@ def test_fit_removes_a_pull_toward_pixel_centres():
     slope = np.polyfit(frac.ravel(), err.ravel(), 1)[0]
     assert abs(slope) < 0.1
     # the uncertainty combines the fit's CRLB (~0.025 px here) with a share of the network's
-    assert np.all((out["uncertainty"] < 0.3) & (out["uncertainty"] > NETWORK_SHARE * 0.3))
+    assert np.all((out["uncertainty"] < 0.3) & (out["uncertainty"] > SHARE_ALONE * 0.3))
     alone = _run(frames, frame, start[:, 0], start[:, 1], photons=2500.0, uncertainty=1e-6)
     assert 0.015 < np.median(alone["uncertainty"]) < 0.04
 
@@ -81,7 +81,12 @@ def test_crowded_emitters_and_failed_fits_keep_the_networks_values():
     frames = _movie(truth, photons=2000.0, background=10.0, seed=3)
     x = np.array([14.0, 16.5, 25.0])
     y = np.array([16.0, 16.0, 8.0])
-    assert _run(frames, np.zeros(3, int), x, y)["fitted"].all()  # by default every emitter is fitted
+    default = _run(frames, np.zeros(3, int), x, y, uncertainty=1.0)
+    assert default["fitted"].all()  # by default every emitter is fitted
+    # with a network uncertainty far above the fits' bounds, the result is ~ share x 1 px: the pair
+    # shares its light and keeps a larger share than the lone emitter (SHARE_ALONE)
+    assert default["uncertainty"][2] < SHARE_ALONE + 0.1
+    assert default["uncertainty"][:2].min() > SHARE_ALONE + 0.2
     out = _run(frames, np.zeros(3, int), x, y, min_separation=4.0)
     assert out["fitted"].tolist() == [False, False, True]  # 2.5 px apart: crowded
     np.testing.assert_array_equal(out["x"][:2], x[:2])

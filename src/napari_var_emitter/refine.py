@@ -27,7 +27,9 @@ BOX = 7
 ROUNDS = 2
 N_ITER = 5  # Levenberg-Marquardt steps per round: from the network's start, 4 already converge
 MAX_SHIFT = 0.5  # px
-NETWORK_SHARE = 0.8  # of the network's uncertainty, added in quadrature to a fit's (see refine)
+# Share of the network's uncertainty added in quadrature to a fit's: from SHARE_ALONE for an emitter
+# alone in its box to SHARE_CROWDED where all the box's light is its neighbours' (see refine).
+SHARE_ALONE, SHARE_CROWDED = 0.6, 3.0
 MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0: fit every emitter)
 
 
@@ -128,8 +130,9 @@ def refine(
     integer. Returns x, y, photons, background, uncertainty and ``fitted`` (False where the
     network's values were kept). A fit's uncertainty is its Cramer-Rao bound, inflated by the
     fit's reduced deviance where that exceeds 1 (light the model does not explain), combined in
-    quadrature with ``NETWORK_SHARE`` of the network's: the bound alone is over-confident where a
-    neighbour went undetected (measured on the validation seeds, see training/RESULTS.md).
+    quadrature with a share of the network's that grows with the neighbours' part of the box's
+    light (``SHARE_ALONE`` to ``SHARE_CROWDED``): the bound alone is over-confident where neighbours
+    crowd in or went undetected (measured on the validation seeds, see training/RESULTS.md).
     """
     frame = np.asarray(frame, dtype=np.int64)
     x0, y0 = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -180,7 +183,8 @@ def refine(
         a = np.nonzero(active)[0]
         if len(a) == 0:
             break
-        others = _neighbour_light(pairs_local, len(fit), x, y, n, ox, oy, psf_sigma_px, box)[a]
+        others_all = _neighbour_light(pairs_local, len(fit), x, y, n, ox, oy, psf_sigma_px, box)
+        others = others_all[a]
         theta[a], fisher[a], finite[a], reduced[a] = _fit(spots[a], others, theta[a], scale, offset, n_iter)
         xf, yf = theta[:, 0] + ox, theta[:, 1] + oy
         ok = finite & np.isfinite(theta).all(axis=1) & (theta[:, 2] > 1.0)
@@ -200,7 +204,10 @@ def refine(
     done = fit[ok]
     result["x"][done], result["y"][done] = x[done], y[done]
     result["photons"][done], result["background"][done] = theta[ok, 2], theta[ok, 3]
-    fit_sigma = np.sqrt(crlb**2 * np.maximum(reduced, 1.0) + (NETWORK_SHARE * u0[fit]) ** 2)
+    light = others_all.sum(axis=(1, 2))
+    crowding = light / (light + np.maximum(theta[:, 2], 1.0))  # neighbours' share of the box's signal
+    share = SHARE_ALONE + (SHARE_CROWDED - SHARE_ALONE) * crowding
+    fit_sigma = np.sqrt(crlb**2 * np.maximum(reduced, 1.0) + (share * u0[fit]) ** 2)
     result["uncertainty"][done] = fit_sigma[ok]
     result["fitted"][done] = True
     return result
