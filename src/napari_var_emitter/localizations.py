@@ -139,17 +139,23 @@ def check_writable(locs: Localizations) -> None:
 
 
 # --- ThunderSTORM CSV -----------------------------------------------------------------------
-def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> Path:
-    """Write ThunderSTORM CSV + our columns, atomically (temporary file, then rename).
+def csv_header() -> str:
+    """The header line of our CSV files (ThunderSTORM's columns, then ours)."""
+    return ",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n"
 
-    Raises :class:`InputError` (or :class:`CameraError` for the pixel size) before anything is
-    written if the table cannot be read back.
+
+def csv_rows(locs: Localizations, pixel_size_nm: float, first_id: int = 1) -> str:
+    """The CSV lines of ``locs`` (ids from ``first_id``), as :func:`to_csv` writes them.
+
+    Raises :class:`InputError` (or :class:`CameraError` for the pixel size) if the table cannot be
+    written and read back.
     """
-    path = Path(path)
     px = check_pixel_size(pixel_size_nm)
     check_writable(locs)
+    if not len(locs):
+        return ""
     columns = [
-        np.arange(1, len(locs) + 1),
+        np.arange(first_id, first_id + len(locs)),
         locs.frame + 1,
         (locs.x + 0.5) * px,
         (locs.y + 0.5) * px,
@@ -161,17 +167,25 @@ def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> Path:
         locs.probability,
         locs.grid_factor,
     ]
-    rows = (
-        np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-        if len(locs)
-        else np.zeros((0, 11))
-    )
+    rows = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
     if not np.all(np.isfinite(rows[:, 2:4])):
         raise InputError(f"positions overflow when converted to nm with pixel size {px} nm")
+    return "".join(
+        f"{int(row[0])},{int(row[1])}," + ",".join(repr(float(v)) for v in row[2:]) + "\n" for row in rows
+    )
+
+
+def to_csv(locs: Localizations, path: str | Path, pixel_size_nm: float) -> Path:
+    """Write ThunderSTORM CSV + our columns, atomically (temporary file, then rename).
+
+    Raises :class:`InputError` (or :class:`CameraError` for the pixel size) before anything is
+    written if the table cannot be read back.
+    """
+    path = Path(path)
+    rows = csv_rows(locs, pixel_size_nm)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n")
-        for row in rows:
-            handle.write(f"{int(row[0])},{int(row[1])}," + ",".join(repr(float(v)) for v in row[2:]) + "\n")
+        handle.write(csv_header())
+        handle.write(rows)
     return path
 
 

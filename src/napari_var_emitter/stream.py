@@ -26,7 +26,7 @@ import numpy as np
 from ._atomic import atomic_path
 from .errors import InputError
 from .io import _damaged, _tifffile_messages, check_frame_shape, read_frames
-from .localizations import EXTRA_HEADER, THUNDERSTORM_HEADER, Localizations, check_pixel_size, check_writable
+from .localizations import Localizations, check_pixel_size, csv_header, csv_rows
 
 
 class _LazyStack:
@@ -220,39 +220,14 @@ class CsvAppender:
         self._handle = handle
         self.pixel_size_nm = check_pixel_size(pixel_size_nm)
         self.rows = 0
-        handle.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER + EXTRA_HEADER) + "\n")
+        handle.write(csv_header())
 
     def __call__(self, locs: Localizations) -> None:
         self.write(locs)
 
     def write(self, locs: Localizations) -> None:
         """Rows formatted exactly as :func:`.localizations.to_csv` writes them."""
-        check_writable(locs)
-        if not len(locs):
-            return
-        px = self.pixel_size_nm
-        columns = [
-            np.arange(self.rows + 1, self.rows + len(locs) + 1),
-            locs.frame + 1,
-            (locs.x + 0.5) * px,
-            (locs.y + 0.5) * px,
-            locs.sigma * px,
-            locs.photons,
-            locs.background,
-            locs.bkgstd,
-            locs.uncertainty * px,
-            locs.probability,
-            locs.grid_factor,
-        ]
-        rows = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-        if not np.all(np.isfinite(rows[:, 2:4])):
-            raise InputError(f"positions overflow when converted to nm with pixel size {px} nm")
-        self._handle.write(
-            "".join(
-                f"{int(row[0])},{int(row[1])}," + ",".join(repr(float(v)) for v in row[2:]) + "\n"
-                for row in rows
-            )
-        )
+        self._handle.write(csv_rows(locs, self.pixel_size_nm, first_id=self.rows + 1))
         self.rows += len(locs)
 
 
