@@ -19,6 +19,7 @@ import pytest
 import tifffile
 import torch
 
+from _tiny import TINY
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 from napari_var_emitter.cli import main
@@ -36,9 +37,6 @@ from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.predict import predict
 from napari_var_emitter.train import TrainConfig, iter_train
 
-TINY = dict(
-    embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
-)
 HEADER = '"id","frame","x [nm]","y [nm]","intensity [photon]"\n'
 MARKER = Path("/tmp/napari_var_emitter_bad_input_pwned")
 

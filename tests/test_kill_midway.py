@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _tiny import TINY
 from napari_var_emitter._atomic import temporaries
 from napari_var_emitter.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.picasso_io import read_picasso, to_picasso, yaml_path
@@ -126,9 +127,7 @@ def test_killed_training_keeps_its_last_checkpoint_and_resumes(tmp_path):
 
     target = tmp_path / "m.pt"
     settings = dict(
-        model=dict(
-            embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
-        ),
+        model=TINY,
         frame_size=32,
         val_frames=2,
         batch_size=2,

@@ -3,24 +3,18 @@
 import pytest
 import torch
 
+from _tiny import TINY as _TINY
+from _tiny import random_tiny_net
 from napari_var_emitter.errors import CheckpointError, InputError
 from napari_var_emitter.model import PRESETS, ModelConfig, TrueVAREmitterPredictor, preset
 from napari_var_emitter.model.loss import VAREmitterLoss, occupancy_targets
 
-TINY = dict(
-    embed_dim=16, conv_dim=8, num_heads=2, num_layers=2, encoder_channels=8, token_dim=4, vocab_size=8
-)
+TINY = {**_TINY, "num_layers": 2}
 
 
 @pytest.fixture(scope="module", params=["gelu", "relu"])
 def net(request):
-    torch.manual_seed(0)
-    model = TrueVAREmitterPredictor(ModelConfig(**TINY, activation=request.param)).eval()
-    # Randomise the zero-initialised heads and gates so that every path carries signal.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    return random_tiny_net(activation=request.param)
 
 
 @pytest.fixture(scope="module")

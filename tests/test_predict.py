@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from _tiny import TINY
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 from napari_var_emitter.errors import CheckpointError, InputError
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.postprocess import extract
 from napari_var_emitter.predict import iter_predict, predict
-
-TINY = dict(
-    embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
-)
 
 
 def _level(h, w, stride, cells):

@@ -3,25 +3,16 @@
 import pytest
 import torch
 
+from _tiny import random_tiny_net
 from napari_var_emitter.checkpoint import load_checkpoint
 from napari_var_emitter.errors import InputError
-from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.model.runtime import InferenceRunner, resolve_precision
 from napari_var_emitter.simulate import SimulationConfig, simulate_movie
-
-TINY = dict(
-    embed_dim=16, conv_dim=8, num_heads=2, num_layers=2, encoder_channels=8, token_dim=4, vocab_size=8
-)
 
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    model = TrueVAREmitterPredictor(ModelConfig(**TINY)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    return random_tiny_net()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 import tifffile
 import torch
 
+from _tiny import TINY
 from napari_var_emitter import cli
 from napari_var_emitter._atomic import temporaries
 from napari_var_emitter.camera import Camera
@@ -18,10 +19,6 @@ from napari_var_emitter.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.predict import predict
 from napari_var_emitter.stream import RawTiffStack, TiffPageStack, close_frames, csv_stream, open_frames
-
-TINY = dict(
-    embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
-)
 
 
 @pytest.fixture(scope="module")

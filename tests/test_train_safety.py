@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from _tiny import TINY
 from napari_var_emitter import train as train_module
 from napari_var_emitter.checkpoint import (
     CONFIG_LIMITS,
@@ -16,10 +17,6 @@ from napari_var_emitter.checkpoint import (
 from napari_var_emitter.errors import CheckpointError, TrainingError
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.train import TrainConfig, iter_train
-
-TINY = dict(
-    embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
-)
 
 
 def _cfg(tmp_path, **kwargs) -> TrainConfig:

@@ -1,0 +1,20 @@
+"""A tiny model configuration for fast tests, and a randomised network of it."""
+
+import torch
+
+from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
+
+TINY = dict(
+    embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
+)
+
+
+def random_tiny_net(num_layers: int = 2, **overrides) -> TrueVAREmitterPredictor:
+    """A tiny network whose zero-initialised heads and gates are randomised, so that every path
+    carries signal (seeded: the same network every call)."""
+    torch.manual_seed(0)
+    model = TrueVAREmitterPredictor(ModelConfig(**{**TINY, "num_layers": num_layers, **overrides})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
