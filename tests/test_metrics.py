@@ -140,6 +140,29 @@ def test_rmse_over_crlb_uses_isolated_bright_truths():
     assert math.isnan(evaluate(pred, truth, PX, crlb_min_photons=5000.0).rmse_over_crlb)
 
 
+def test_rmse_over_crlb_leaves_out_unseen_neighbours_and_cut_psfs():
+    """A truth beside an emitter centred outside the frame is not isolated; nor is a truth whose PSF
+    the frame's border cuts (the bound assumes the whole PSF): both would inflate the ratio."""
+    bound = crlb_nm(1000.0, 10.0, 100.0, PX) / PX  # per axis, px
+    truth = locs([0, 0, 0], [4.0, 30.0, 0.5], [30.0, 30.0, 50.0], photons=1000.0)  # sigma 1 px
+    unseen = locs([0], [-1.2], [30.0])  # 520 nm from truth 0, centred outside the frame
+    assert isolated(truth, PX, 1000.0).tolist() == [True, True, True]
+    assert isolated(truth, PX, 1000.0, unseen).tolist() == [False, True, True]
+    pred = locs(truth.frame, truth.x + bound, truth.y + bound)
+    pred.x[[0, 2]] += 1.0  # the two excluded truths are 100 nm off
+    full = evaluate(pred, truth, PX, crlb_min_photons=100.0)
+    assert full.n_crlb == 3 and full.rmse_over_crlb > 5
+    assert evaluate(pred, truth, PX, crlb_min_photons=100.0, unseen=unseen).n_crlb == 2  # 1 and 2
+    assert evaluate(pred, truth, PX, crlb_min_photons=100.0, frame_shape=(64, 64)).n_crlb == 2  # 0, 1
+    r = evaluate(pred, truth, PX, crlb_min_photons=100.0, unseen=unseen, frame_shape=(64, 64))
+    assert r.n_crlb == 1 and r.rmse_over_crlb == pytest.approx(1.0)
+    # 3 sigma from the border is inside: x = 2.5 px is exactly 3 px from the frame's edge at -0.5
+    edge = locs([0], [2.5], [30.0], photons=1000.0)
+    assert evaluate(edge, edge, PX, crlb_min_photons=100.0, frame_shape=(64, 64)).n_crlb == 1
+    edge.x[:] = 2.4
+    assert evaluate(edge, edge, PX, crlb_min_photons=100.0, frame_shape=(64, 64)).n_crlb == 0
+
+
 def test_rmse_over_crlb_is_one_for_errors_drawn_at_the_bound():
     rng = np.random.default_rng(0)
     n = 4000
@@ -187,5 +210,5 @@ def test_report_helpers():
     assert len(MetricReport.header()) == len(r.row())
     assert MetricReport.header().split() == [
         "n_pred", "n_truth", "tp", "fp", "fn", "jaccard", "recall", "precision", "rmse_nm", "efficiency",
-        "bias_x_nm", "bias_y_nm", "rmse_over_crlb", "calibration",
+        "bias_x_nm", "bias_y_nm", "rmse_over_crlb", "n_crlb", "calibration",
     ]  # fmt: skip

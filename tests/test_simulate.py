@@ -148,6 +148,29 @@ def test_total_signal_matches_truth_photons_plus_background(camera):
     assert signal == pytest.approx(truth, rel=0.03)
 
 
+def test_movie_outside_holds_the_emitters_that_light_the_frame_from_beyond_it():
+    """The light of the frame = truth + outside emitters (noise-free camera); outside rows lie
+    outside the frame, in the frames of the movie."""
+    camera = Camera(pixel_size_nm=100.0, baseline=0.0, e_per_adu=1.0, em_gain=1.0, qe=1.0, read_noise_e=0.0)
+    config = SimulationConfig(frame_size=(24, 24), density_per_um2=3.0, photons=(5e4, 5e4), camera=camera)
+    movie = simulate_movie(config, 4, seed=11)
+    out, truth = movie.outside, movie.truth
+    assert len(out) > 0
+    inside = (out.x >= -0.5) & (out.x < 23.5) & (out.y >= -0.5) & (out.y < 23.5)
+    assert not inside.any() and set(out.frame) <= {0, 1, 2, 3}
+
+    def light(t):
+        f = torch.tensor
+        return render_expected(
+            f(t.x), f(t.y), f(t.photons), f(t.sigma), f(t.frame), 4, 24, 24
+        ).double()  # (T, H, W)
+
+    signal = camera.adu_to_photons(movie.frames.double()) - movie.background.double()
+    both = light(truth) + light(out)
+    assert float((signal - both).abs().mean()) < 0.1 * float(both.abs().mean())  # shot noise only
+    assert float((signal - light(truth)).sum()) == pytest.approx(float(light(out).sum()), rel=0.05)
+
+
 def test_movie_positions_match_the_light_end_to_end(tmp_path):
     camera = Camera(pixel_size_nm=110.0, baseline=100.0, e_per_adu=1.0, em_gain=1.0, qe=1.0, read_noise_e=1.0)
     config = SimulationConfig(

@@ -97,6 +97,9 @@ def match(
 # Precision: Cramer-Rao bound and isolation
 
 
+CRLB_BORDER_SIGMAS = 3.0  # RMSE/CRLB: only truths whose PSF lies in the frame (3 sigma from its edges)
+
+
 def crlb_nm(photons, background, sigma_nm, pixel_size_nm, excess_noise: float = 2.0):
     """Per-axis 1-sigma Cramer-Rao bound (nm) of a Gaussian PSF on pixels (Mortensen et al. 2010).
 
@@ -113,16 +116,24 @@ def crlb_nm(photons, background, sigma_nm, pixel_size_nm, excess_noise: float = 
     return np.sqrt(var)
 
 
-def isolated(locs: Localizations, pixel_size_nm: float, isolation_nm: float) -> np.ndarray:
-    """(N,) bool: no other row of the same frame lies within ``isolation_nm``."""
+def isolated(
+    locs: Localizations, pixel_size_nm: float, isolation_nm: float, others: Localizations | None = None
+) -> np.ndarray:
+    """(N,) bool: no other row of the same frame, and no row of ``others`` (emitters that are not
+    in ``locs``, such as those centred just outside the frame), lies within ``isolation_nm``."""
     n = len(locs)
-    if n < 2:
+    extra = 0 if others is None else len(others)
+    if n + extra < 2:
         return np.ones(n, dtype=bool)
     px = float(pixel_size_nm)
     # Frames become a third axis, far enough apart that rows of different frames never meet.
     frame_gap = 4.0 * isolation_nm + 1.0
-    points = np.column_stack([locs.x * px, locs.y * px, locs.frame * frame_gap])  # (N, 3) nm
-    distance, _ = cKDTree(points).query(points, k=2)  # (N, 2): itself, then its nearest neighbour
+
+    def points(t: Localizations) -> np.ndarray:  # (N, 3) nm
+        return np.column_stack([t.x * px, t.y * px, t.frame * frame_gap])
+
+    everyone = points(locs) if not extra else np.concatenate([points(locs), points(others)])
+    distance, _ = cKDTree(everyone).query(points(locs), k=2)  # (N, 2): itself, then its nearest neighbour
     return distance[:, 1] > isolation_nm
 
 
@@ -171,6 +182,7 @@ class MetricReport:
     bias_y_nm: float
     rmse_over_crlb: float  # on isolated emitters: lateral RMSE / sqrt(mean(2 var_CRLB))
     calibration: float  # sqrt(mean((error / predicted uncertainty)^2)); 1.0 = calibrated
+    n_crlb: int = 0  # matched pairs behind rmse_over_crlb
     method: str = "hungarian"
     tolerance_nm: float = 250.0
 
@@ -191,6 +203,7 @@ class MetricReport:
         ("bias_x_nm", "{:>9.2f}"),
         ("bias_y_nm", "{:>9.2f}"),
         ("rmse_over_crlb", "{:>14.3f}"),
+        ("n_crlb", "{:>6d}"),
         ("calibration", "{:>11.3f}"),
     )
 
@@ -222,12 +235,18 @@ def evaluate(
     excess_noise: float = 2.0,
     crlb_min_photons: float = 0.0,
     isolation_nm: float = 1000.0,
+    unseen: Localizations | None = None,
+    frame_shape: tuple[int, int] | None = None,
 ) -> MetricReport:
     """Match ``pred`` to ``truth`` (see :func:`match`) and compute the challenge metrics.
 
     ``rmse_over_crlb`` uses the matched pairs whose truth is isolated (no other truth of its frame
     within ``isolation_nm``) and has at least ``crlb_min_photons`` photons, with the CRLB of the
-    truth's photons, background and sigma (:func:`crlb_nm`, pixel size as ``a``).
+    truth's photons, background and sigma (:func:`crlb_nm`, pixel size as ``a``). ``unseen``:
+    emitters that light the frame but are not in ``truth`` (a simulation's emitters centred just
+    outside the frame); they count as neighbours, so a truth near the border beside one of them
+    is not called isolated. ``frame_shape`` (H, W): the bound assumes the whole PSF is recorded,
+    so truths closer than ``CRLB_BORDER_SIGMAS`` PSF widths to the frame's border are left out.
     """
     px = float(pixel_size_nm)
     pred_idx, truth_idx = match(pred, truth, px, tolerance_nm, method)
@@ -245,7 +264,7 @@ def evaluate(
     bg = truth.background[truth_idx]
     sigma_nm = truth.sigma[truth_idx] * px
     usable = (
-        isolated(truth, px, isolation_nm)[truth_idx]
+        isolated(truth, px, isolation_nm, unseen)[truth_idx]
         & np.isfinite(n_ph)
         & (n_ph > 0)
         & (n_ph >= crlb_min_photons)
@@ -254,6 +273,10 @@ def evaluate(
         & np.isfinite(sigma_nm)
         & (sigma_nm > 0)
     )
+    if frame_shape is not None:
+        H, W = frame_shape
+        x, y, s = truth.x[truth_idx], truth.y[truth_idx], CRLB_BORDER_SIGMAS * truth.sigma[truth_idx]
+        usable &= (x + 0.5 >= s) & (W - 0.5 - x >= s) & (y + 0.5 >= s) & (H - 0.5 - y >= s)
     if np.any(usable):
         crlb = crlb_nm(n_ph[usable], bg[usable], sigma_nm[usable], px, excess_noise)  # per axis
         rmse_over_crlb = _rms(np.hypot(dx[usable], dy[usable])) / float(np.sqrt(np.mean(2.0 * crlb**2)))
@@ -277,6 +300,7 @@ def evaluate(
         bias_y_nm=float(np.mean(dy)) if tp else math.nan,
         rmse_over_crlb=rmse_over_crlb,
         calibration=uncertainty_calibration(pred, truth, pred_idx, truth_idx),
+        n_crlb=int(np.count_nonzero(usable)),
         method=method,
         tolerance_nm=float(tolerance_nm),
     )

@@ -157,6 +157,9 @@ class Movie:
     truth: Localizations  # emitters inside the frame, 0-based frames, pixels
     background: torch.Tensor  # (T, H, W) float32 expected background photons per pixel
     config: SimulationConfig
+    # emitters centred outside the frame whose light reaches it: not in the truth (no method can be
+    # asked to find them), but they are the neighbours of in-frame emitters near the border
+    outside: Localizations | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,9 +436,10 @@ def _simulate(config: SimulationConfig, batch: int, window: int, generator, devi
     # 3.5 Truth: only emitters centred inside the frame, ordered by movie, then frame.
     xe, ye = x[emitter], y[emitter]
     keep = (xe >= -0.5) & (xe < width - 0.5) & (ye >= -0.5) & (ye < height - 0.5)
-    rows = torch.stack([b.float(), frame.float(), xe, ye, photons, sigma[emitter]], dim=1)[keep]  # (N, 6)
-    rows = rows[torch.argsort(flat_frame[keep], stable=True)]
-    return expected, background_bthw.contiguous(), rows.float(), sigma_px
+    all_rows = torch.stack([b.float(), frame.float(), xe, ye, photons, sigma[emitter]], dim=1)  # (M', 6)
+    rows = all_rows[keep][torch.argsort(flat_frame[keep], stable=True)]
+    outside = all_rows[~keep][torch.argsort(flat_frame[~keep], stable=True)]
+    return expected, background_bthw.contiguous(), rows.float(), sigma_px, outside.float()
 
 
 def _make_generator(seed: int | None, device) -> torch.Generator | None:
@@ -459,7 +463,9 @@ def simulate_batch(
     if batch_size < 1 or window < 1:
         raise InputError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
     device = torch.device(device) if generator is None else generator.device
-    expected, background, rows, sigma_px = _simulate(config, int(batch_size), int(window), generator, device)
+    expected, background, rows, sigma_px, _ = _simulate(
+        config, int(batch_size), int(window), generator, device
+    )
     frames = apply_camera(expected, config.camera, generator)
     return SimBatch(frames=frames, background=background.float(), emitters=rows, psf_sigma_px=sigma_px)
 
@@ -474,10 +480,20 @@ def simulate_movie(
         raise InputError(f"n_frames must be >= 1, got {n_frames}")
     device = torch.device(device)
     generator = _make_generator(seed, device)
-    expected, background, rows, _ = _simulate(config, 1, int(n_frames), generator, device)
+    expected, background, rows, _, outside = _simulate(config, 1, int(n_frames), generator, device)
     frames = apply_camera(expected[0], config.camera, generator)  # (T, H, W)
     background = background[0].float()  # (T, H, W)
 
+    truth = _truth_table(rows, background, config)
+    out = outside.cpu().numpy().astype(np.float64)  # (M, 6)
+    unseen = Localizations(
+        frame=out[:, 1].astype(np.int64), x=out[:, 2], y=out[:, 3], photons=out[:, 4], sigma=out[:, 5]
+    )
+    return Movie(frames=frames, truth=truth, background=background, config=config, outside=unseen)
+
+
+def _truth_table(rows: torch.Tensor, background: torch.Tensor, config: SimulationConfig) -> Localizations:
+    """The in-frame rows (N, 6) as a Localizations table, with the local background per emitter."""
     rows_np = rows.cpu().numpy().astype(np.float64)  # (N, 6)
     frame = rows_np[:, 1].astype(np.int64)
     x, y = rows_np[:, 2], rows_np[:, 3]
@@ -485,7 +501,7 @@ def simulate_movie(
     row = np.clip(np.round(y).astype(np.int64), 0, height - 1)
     col = np.clip(np.round(x).astype(np.int64), 0, width - 1)
     local_bg = background.cpu().numpy()[frame, row, col].astype(np.float64)
-    truth = Localizations(
+    return Localizations(
         frame=frame,
         x=x,
         y=y,
@@ -497,7 +513,6 @@ def simulate_movie(
         probability=1.0,
         grid_factor=0.0,
     )
-    return Movie(frames=frames, truth=truth, background=background, config=config)
 
 
 def write_movie(movie: Movie, out_dir: str | Path) -> Path:
