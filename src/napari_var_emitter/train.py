@@ -223,10 +223,7 @@ def _resume_step(train_state, out) -> int:
 
 def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]:
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed)  # the initial weights
 
     # 1. model: new, fine-tuned from a checkpoint, or resumed
     start_step, train_state = 0, None
@@ -244,6 +241,11 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
         check_config(config, "model")  # sizes checked before anything is allocated
         net = TrueVAREmitterPredictor(config)
         model = EmitterModel(net=net, camera=cfg.camera)
+    # a resumed run draws new batches, not those of steps 0, 1, ... again
+    seed = cfg.seed if start_step == 0 else cfg.seed + 1_000_003 * start_step
+    rng = random.Random(seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed + 1)
     model.camera = cfg.camera
     model.psf_sigma_nm = float(np.mean(cfg.psf_sigma_nm))
     net = model.net.to(device).train()
