@@ -29,7 +29,8 @@ no refinement) and ``var-sr`` (super-resolution mode); skipped with a note if th
 ``grid max/min`` the max/min count ratio of sub-pixel positions over 10 bins (1 = no pixel-grid bias).
 Metrics: metrics.evaluate, Hungarian matching within 250 nm; RMSE/CRLB (n: matched pairs behind it)
 on emitters of over 1,000 photons that are isolated (no other emitter within 1 um, counting those
-centred just outside the frame) and whose PSF lies in the frame (3 sigma from its edges). frames/s: wall time of the localization call including conversion to a
+centred just outside the frame) and whose PSF lies in the frame (3 sigma from its edges).
+frames/s: wall time of the localization call including conversion to a
 Localizations table, after an untimed warm-up of one batch (numba JIT, torch first calls, compilation).
 """
 
