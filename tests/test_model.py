@@ -166,3 +166,15 @@ def test_loss_decreases_on_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0]
+
+
+@pytest.mark.parametrize("size", [(64, 64), (24, 40), (8, 8), (5, 3)])
+def test_resize_bicubic_is_torch_bicubic(size):
+    """The chain's upsampling as two matrix products gives F.interpolate's bicubic numbers."""
+    from napari_var_emitter.model.var import resize_bicubic
+
+    x = torch.randn(3, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.interpolate(x, size=size, mode="bicubic")
+    torch.testing.assert_close(resize_bicubic(x, size), expected, atol=1e-5, rtol=1e-5)
+    with torch.autocast("cpu", torch.bfloat16):  # computed in the input's dtype, not autocast's
+        assert resize_bicubic(x, size).dtype == torch.float32

@@ -21,6 +21,7 @@ next-scale structure, and ``tests/test_model.py`` checks it bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,6 +43,25 @@ def channel_norm(h_BChw: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """
     h_BhwC = h_BChw.permute(0, 2, 3, 1)
     return F.layer_norm(h_BhwC, h_BhwC.shape[-1:], eps=eps).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n_out, n_in): 1-D bicubic resampling (align_corners=False) as a matrix."""
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1)
+    m = F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=False)[:, 0, :, 0]
+    return m.T.contiguous().to(device=device, dtype=dtype)
+
+
+def resize_bicubic(h_BChw: torch.Tensor, size) -> torch.Tensor:
+    """``F.interpolate(h, size, mode="bicubic")``, the same numbers (to float rounding), computed
+    as two small matrix products (bicubic is separable): ~10x faster on a CPU, in h's own dtype."""
+    H, W = size
+    h, w = h_BChw.shape[-2:]
+    with torch.autocast(h_BChw.device.type, enabled=False):
+        rows = _bicubic_matrix(h, H, h_BChw.device, h_BChw.dtype)  # (H, h)
+        cols = _bicubic_matrix(w, W, h_BChw.device, h_BChw.dtype)  # (W, w)
+        return torch.matmul(torch.matmul(rows, h_BChw), cols.T)
 
 
 # --------------------------------------------------------------------------- 1. encoder
@@ -128,7 +148,7 @@ class EmitterVectorQuantizer(nn.Module):
         f_hat lives on the grid of the chain's last level SN-1 (VAR's ``max_HW``).
         """
         HW = f_hat.shape[-2:]
-        h = h_BChw if h_BChw.shape[-2:] == HW else F.interpolate(h_BChw, size=HW, mode="bicubic")
+        h = h_BChw if h_BChw.shape[-2:] == HW else resize_bicubic(h_BChw, HW)
         f_hat = f_hat + self.phi(si, SN)(h)
         if si == SN - 1:
             return f_hat, f_hat
@@ -330,7 +350,7 @@ class TrueVAREmitterPredictor(nn.Module):
             x = x + self.word_embed[i](inp_BChw)
         pos = self.pos_embeds[i]
         if pos.shape[-2:] != tuple(hw):
-            pos = F.interpolate(pos, size=hw, mode="bicubic", align_corners=False)
+            pos = resize_bicubic(pos, hw)
         x = x + pos + self.lvl_embed.weight[i][None, :, None, None]
         return x.flatten(2).transpose(1, 2)  # (B, h*w, C)
 
