@@ -178,3 +178,12 @@ def test_resize_bicubic_is_torch_bicubic(size):
     torch.testing.assert_close(resize_bicubic(x, size), expected, atol=1e-5, rtol=1e-5)
     with torch.autocast("cpu", torch.bfloat16):  # computed in the input's dtype, not autocast's
         assert resize_bicubic(x, size).dtype == torch.float32
+
+
+@pytest.mark.parametrize("size", [(32, 32), (8, 16), (64, 64), (48, 48)])
+def test_area_downsample_is_torch_area(size):
+    from napari_var_emitter.model.var import area_downsample
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    expected = torch.nn.functional.interpolate(x, size=size, mode="area")
+    torch.testing.assert_close(area_downsample(x, size), expected, atol=1e-6, rtol=1e-6)

@@ -64,6 +64,16 @@ def resize_bicubic(h_BChw: torch.Tensor, size) -> torch.Tensor:
         return torch.matmul(torch.matmul(rows, h_BChw), cols.T)
 
 
+def area_downsample(h_BChw: torch.Tensor, size) -> torch.Tensor:
+    """``F.interpolate(h, size, mode="area")``; whole factors as a plain average pool (faster)."""
+    (H, W), (h, w) = h_BChw.shape[-2:], size
+    if (H, W) == (h, w):
+        return h_BChw
+    if H % h == 0 and W % w == 0:
+        return F.avg_pool2d(h_BChw, (H // h, W // w))
+    return F.interpolate(h_BChw, size=size, mode="area")
+
+
 # --------------------------------------------------------------------------- 1. encoder
 class Encoder(nn.Module):
     """Full-resolution residual conv stack: (B, window, H, W) photons -> (B, C, H, W)."""
@@ -154,7 +164,7 @@ class EmitterVectorQuantizer(nn.Module):
             return f_hat, f_hat
         ratio = self.strides[SN - 1] / self.strides[si + 1]
         next_hw = (round(HW[0] * ratio), round(HW[1] * ratio))
-        return f_hat, F.interpolate(f_hat, size=next_hw, mode="area")
+        return f_hat, area_downsample(f_hat, next_hw)
 
 
 # --------------------------------------------------------------------------- 3. blocks
