@@ -187,3 +187,14 @@ def test_area_downsample_is_torch_area(size):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     expected = torch.nn.functional.interpolate(x, size=size, mode="area")
     torch.testing.assert_close(area_downsample(x, size), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_resize_bicubic_trains_after_inference():
+    """The matrices are cached: one first made under inference mode must still serve training."""
+    from napari_var_emitter.model.var import resize_bicubic
+
+    with torch.inference_mode():
+        resize_bicubic(torch.ones(1, 1, 7, 7), (28, 28))
+    x = torch.ones(1, 1, 7, 7, requires_grad=True)
+    resize_bicubic(x, (28, 28)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -47,10 +47,14 @@ def channel_norm(h_BChw: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _bicubic_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(n_out, n_in): 1-D bicubic resampling (align_corners=False) as a matrix."""
-    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1)
-    m = F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=False)[:, 0, :, 0]
-    return m.T.contiguous().to(device=device, dtype=dtype)
+    """(n_out, n_in): 1-D bicubic resampling (align_corners=False) as a matrix.
+
+    Made outside inference mode: the cached matrix also serves training, which saves it for backward.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1)
+        m = F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=False)[:, 0, :, 0]
+        return m.T.contiguous().to(device=device, dtype=dtype)
 
 
 def resize_bicubic(h_BChw: torch.Tensor, size) -> torch.Tensor:
