@@ -185,3 +185,42 @@ def test_config_limits_cover_every_integer_size():
 def test_a_training_config_out_of_range_is_refused_before_allocating(tmp_path):
     with pytest.raises(CheckpointError, match="conv_dim"):
         next(iter_train(_cfg(tmp_path, model={**TINY, "conv_dim": 10**9})))
+
+
+def test_finalize_weights_keeps_a_chosen_threshold_and_drops_the_training_state(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+    from finalize_weights import main as finalize
+    from napari_var_emitter.checkpoint import load_checkpoint, read_payload
+
+    cfg = _cfg(tmp_path, steps=2)
+    list(iter_train(cfg))
+    assert "train_state" in read_payload(cfg.out)
+    out = tmp_path / "final.pt"
+    assert finalize([cfg.out, str(out), "--threshold", "0.4", "--note", "test"]) == 0
+    model = load_checkpoint(out)
+    assert model.threshold == 0.4 and model.meta["provenance"] == "test"
+    assert model.meta["validation"]["threshold"] == 0.4 and np.isfinite(model.uncertainty_scale)
+    assert "train_state" not in read_payload(out)
+    assert "threshold" in capsys.readouterr().out
+
+
+def test_a_resumed_run_draws_new_batches(tmp_path, monkeypatch):
+    """Resuming at step k must not replay the batches of steps 0, 1, ...: the first resumed batch
+    differs from the run's first batch."""
+    seen = []
+    real = train_module.simulate_batch
+
+    def spy(*args, **kwargs):
+        batch = real(*args, **kwargs)
+        seen.append(batch.frames.clone())
+        return batch
+
+    monkeypatch.setattr(train_module, "simulate_batch", spy)
+    list(iter_train(_cfg(tmp_path, steps=2)))
+    first = seen[0]
+    seen.clear()
+    list(iter_train(_cfg(tmp_path, steps=4, resume=True)))
+    assert len(seen) == 2 and not torch.equal(seen[0], first)

@@ -22,18 +22,29 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("out")
     parser.add_argument("--note", default="", help="provenance note stored in meta['provenance']")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="use this detection threshold (chosen elsewhere, e.g. benchmark.py --validation) "
+        "instead of the best mean Jaccard on the validation movies",
+    )
     args = parser.parse_args(argv)
     model = load_checkpoint(args.checkpoint)
     cfg = TrainConfig.from_dict(model.meta["train_config"])
-    threshold, metrics = validate(model, validation_movies(cfg, "cpu"), "cpu")
+    chosen = None if args.threshold is None else (args.threshold,)
+    threshold, metrics = validate(model, validation_movies(cfg, "cpu"), "cpu", thresholds=chosen)
     print(
         f"threshold {model.threshold} -> {threshold}; " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items())
     )
     model.threshold = threshold
     # calibration = RMS(error / predicted uncertainty) with the current scale: fold it into the scale
     factor = float(np.sqrt(np.mean([metrics["sparse_calibration"] ** 2, metrics["dense_calibration"] ** 2])))
-    model.uncertainty_scale = round(model.uncertainty_scale * factor, 4)
-    print(f"uncertainty scale -> {model.uncertainty_scale}")
+    if np.isfinite(factor) and factor > 0:
+        model.uncertainty_scale = round(model.uncertainty_scale * factor, 4)
+        print(f"uncertainty scale -> {model.uncertainty_scale}")
+    else:  # nothing matched on the validation movies: nothing to calibrate against
+        print(f"uncertainty scale kept at {model.uncertainty_scale} (calibration not measurable)")
     model.meta["validation"] = {**metrics, "step": model.meta.get("step")}
     if args.note:
         model.meta["provenance"] = args.note

@@ -141,24 +141,26 @@ def validation_movies(cfg: TrainConfig, device) -> list:
     return movies
 
 
-def validate(model: EmitterModel, movies, device) -> tuple[float, dict]:
-    """Best threshold (mean JI over the movies) and the metrics at it, of the network alone (no
-    maximum-likelihood refinement: the calibration measured here is that of the network's own
-    uncertainty, which ``finalize_weights.py`` folds into ``uncertainty_scale``)."""
+def validate(model: EmitterModel, movies, device, thresholds=None) -> tuple[float, dict]:
+    """Best threshold (mean JI over the movies) of ``thresholds`` (default THRESHOLDS) and the
+    metrics at it, of the network alone (no maximum-likelihood refinement: the calibration measured
+    here is that of the network's own uncertainty, which ``finalize_weights.py`` folds into
+    ``uncertainty_scale``)."""
+    thresholds = THRESHOLDS if thresholds is None else tuple(float(t) for t in thresholds)
     px = model.camera.pixel_size_nm
     results = [
         predict(
             m.frames.cpu().numpy(),
             model,
             model.camera,
-            threshold=min(THRESHOLDS),
+            threshold=min(thresholds),
             device=device,
             refine=False,
         )
         for m in movies
     ]
     best = None
-    for th in THRESHOLDS:
+    for th in thresholds:
         reports = [
             evaluate(r.localizations.subset(r.localizations.probability > th), m.truth, px)
             for r, m in zip(results, movies, strict=False)
