@@ -38,7 +38,10 @@ def test_fp32_runner_equals_the_network(net, frames):
 def test_bf16_runner_keeps_the_bundled_models_answers():
     model = load_checkpoint(None, torch.device("cpu"))
     movie = simulate_movie(SimulationConfig(frame_size=(32, 32), density_per_um2=1.0), 4, seed=7)
-    photons = torch.from_numpy(model.camera.adu_to_photons(movie.frames.numpy()))[:, None]
+    photons = torch.from_numpy(model.camera.adu_to_photons(movie.frames.numpy()))  # (T, H, W)
+    half = model.net.config.frame_window // 2  # frames t-half..t+half, clamped at the ends
+    index = (torch.arange(4)[:, None] + torch.arange(-half, half + 1)[None, :]).clamp(0, 3)
+    photons = photons[index]  # (T, window, H, W)
     ref = _reference(model.net, photons)[-1]
     out = InferenceRunner(model.net, torch.device("cpu"), "bf16")(photons, num_levels=4)[-1]
     assert out["offset"].dtype == torch.float32

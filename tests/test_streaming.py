@@ -13,7 +13,7 @@ from _tiny import TINY
 from napari_var_emitter import cli
 from napari_var_emitter._atomic import temporaries
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.checkpoint import EmitterModel
+from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint
 from napari_var_emitter.errors import InputError
 from napari_var_emitter.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
@@ -132,7 +132,8 @@ def test_predict_reads_chunks_and_sink_gets_every_localization(sim_movie):
     frames = _Recording(sim_movie)
     got = []
     streamed = predict(frames, None, Camera(), device="cpu", batch_size=5, sink=got.append)
-    assert frames.reads == [(0, 5), (5, 10), (10, 12)]
+    half = load_checkpoint(None).net.config.frame_window // 2  # each chunk with its context frames
+    assert frames.reads == [(max(a - half, 0), min(b + half, 12)) for a, b in ((0, 5), (5, 10), (10, 12))]
     assert len(streamed.localizations) == 0  # given to the sink, not kept
     assert streamed.n_localizations == whole.n_localizations == len(whole.localizations) > 0
     joined = Localizations.concatenate(got)

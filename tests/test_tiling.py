@@ -224,7 +224,7 @@ def test_bundled_model_finds_seam_emitters_as_often_as_the_whole_frame_does(bund
 def test_bundled_model_tiled_agrees_with_untiled(bundled):
     rng = np.random.default_rng(3)
     n, size = 3, 128
-    x, y = rng.uniform(2, size - 3, (2, 60 * n))
+    x, y = np.tile(rng.uniform(2, size - 3, (2, 60)), n)  # 60 emitters, on in all n frames
     t = np.repeat(np.arange(n), 60)
     expected = render_expected(
         *map(torch.tensor, (x, y, rng.uniform(1500, 6000, x.size), np.full(x.size, 1.2), t)), n, size, size

@@ -31,12 +31,29 @@ from .model.var import TrueVAREmitterPredictor
 
 FORMAT = "napari-var-emitter/1"
 BUNDLED = "default.pt"
+# Weights shipped in the package, by name: ``load_checkpoint("bundled:single-frame")``.
+BUNDLED_MODELS = {
+    "default": BUNDLED,  # sees frames t-1, t, t+1: for movies whose emitters blink over several frames
+    "single-frame": "single_frame.pt",  # sees frame t alone: single images, frames uncorrelated in time
+}
+BUNDLED_PREFIX = "bundled:"
 MAX_PARAMETERS = 1_000_000_000  # the seed preset has 275 M
 # (min, max) of the config's integer sizes: a crafted config must not make us allocate terabytes.
 
 
-def bundled_path() -> Path:
-    return Path(str(resources.files("napari_var_emitter") / "weights" / BUNDLED))
+def bundled_path(name: str = "default") -> Path:
+    if name not in BUNDLED_MODELS:
+        raise CheckpointError(f"no bundled model {name!r}; choose from {', '.join(BUNDLED_MODELS)}")
+    return Path(str(resources.files("napari_var_emitter") / "weights" / BUNDLED_MODELS[name]))
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    """None -> the bundled default; ``"bundled:NAME"`` -> that bundled model; else the path."""
+    if path is None:
+        return bundled_path()
+    if isinstance(path, str) and path.startswith(BUNDLED_PREFIX):
+        return bundled_path(path[len(BUNDLED_PREFIX) :])
+    return Path(path)
 
 
 @dataclass
@@ -180,8 +197,9 @@ def _check_state(state, config: ModelConfig, path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> EmitterModel:
-    """Load a model file (None: the bundled weights) onto ``device``."""
-    path = bundled_path() if path is None else Path(path)
+    """Load a model file (None: the bundled weights; ``"bundled:single-frame"``: another bundled
+    model, see BUNDLED_MODELS) onto ``device``."""
+    path = resolve_model_path(path)
     payload = read_payload(path)
     config = ModelConfig.from_dict(payload.get("model_config"))
     check_config(config, path)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import napari
 
 BUNDLED = "bundled"
+SINGLE_FRAME = "bundled:single-frame"  # checkpoint.BUNDLED_MODELS
 CHECKPOINT_FILE = "checkpoint file"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CAMERA_FIELDS = ("pixel_size_nm", "baseline", "e_per_adu", "em_gain", "qe", "read_noise_e")
@@ -260,7 +261,12 @@ class PredictWidget(QWidget):
 
     def _model_choices(self, _widget=None):
         trained = [(f"trained: {name}", str(path)) for name, path in SESSION.models().items()]
-        return [("bundled", BUNDLED), *trained, ("checkpoint file...", CHECKPOINT_FILE)]
+        return [
+            ("bundled", BUNDLED),
+            ("bundled, single frame", SINGLE_FRAME),
+            *trained,
+            ("checkpoint file...", CHECKPOINT_FILE),
+        ]
 
     def _reset_layer_choices(self, _event=None) -> None:
         self.image.reset_choices()
@@ -323,15 +329,18 @@ class PredictWidget(QWidget):
         from .. import predict
 
         choice = self.model.value
-        if choice == BUNDLED:
-            path = None
+        if choice in (BUNDLED, SINGLE_FRAME):
+            path = None if choice == BUNDLED else choice
         elif choice == CHECKPOINT_FILE:
             path = self._checkpoint_path()
             if path is None:
                 raise InputError("choose a checkpoint file (.pt) for the model")
         else:
             path = Path(choice)
-        key = BUNDLED if path is None else (str(path), path.stat().st_mtime if path.exists() else None)
+        if path is None or isinstance(path, str):  # a bundled model: never changes
+            key = path or BUNDLED
+        else:
+            key = (str(path), path.stat().st_mtime if path.exists() else None)
         if key not in self._models:
             self._models[key] = predict.load_model(path)
         return self._models[key]
