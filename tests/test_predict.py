@@ -157,8 +157,8 @@ def test_predict_bad_input_gives_one_clear_error(tiny_model, frames, kwargs, mes
             pass
 
 
-def test_refinement_brings_the_single_frame_models_positions_closer_to_the_truth():
-    """The fit sees what the single-frame network saw (frame t), and uses it better. (The default
+def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
+    """The fit sees what the (one-frame) network saw, and uses it better. (The bundled "window-3"
     model also sees frames t-1 and t+1, so on persistent emitters its own positions can beat a fit
     of frame t alone; there the refinement is for the pixel-grid bias, see training/RESULTS.md.)"""
     from napari_var_emitter.metrics import evaluate
@@ -167,7 +167,7 @@ def test_refinement_brings_the_single_frame_models_positions_closer_to_the_truth
     config = SimulationConfig(frame_size=(48, 48), density_per_um2=0.4, photons=(1500.0, 5000.0))
     movie = simulate_movie(config, 24, seed=321)
     frames = movie.frames.numpy()
-    model = load_checkpoint("bundled:single-frame", torch.device("cpu"))
+    model = load_checkpoint(None, torch.device("cpu"))
     reports = {}
     for refine in (False, True):
         locs = predict(frames, model, config.camera, device="cpu", precision="fp32", refine=refine)
@@ -197,13 +197,13 @@ def test_an_emitter_on_a_pixel_edge_is_reported_once():
 
 
 def test_both_bundled_models_load_and_find_emitters():
-    """The default bundled model sees frames t-1, t, t+1; ``bundled:single-frame`` sees frame t."""
+    """The default bundled model sees frame t; ``bundled:window-3`` sees frames t-1, t, t+1."""
     from napari_var_emitter.simulate import SimulationConfig, simulate_movie
 
-    default, single = load_checkpoint(None), load_checkpoint("bundled:single-frame")
-    assert default.net.config.frame_window == 3 and single.net.config.frame_window == 1
+    default, window = load_checkpoint(None), load_checkpoint("bundled:window-3")
+    assert default.net.config.frame_window == 1 and window.net.config.frame_window == 3
     movie = simulate_movie(SimulationConfig(density_per_um2=0.3, photons=(3000.0, 5000.0)), 6, seed=21)
-    for model in (default, single):
+    for model in (default, window):
         locs = predict(movie.frames.numpy(), model, movie.config.camera)
         assert 0.8 * len(movie.truth) <= len(locs.localizations) <= 1.2 * len(movie.truth)
     with pytest.raises(CheckpointError, match="no bundled model 'nope'"):

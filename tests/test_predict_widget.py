@@ -245,17 +245,17 @@ def test_bad_input_is_reported_and_the_viewer_keeps_working(
     assert "good probability 32x32" in viewer.layers
 
 
-@pytest.mark.parametrize("choice", ["bundled", "bundled, single frame"])
+@pytest.mark.parametrize("choice", ["bundled", "bundled, 3 frames (movies)"])
 def test_bundled_model_finds_the_sample_emitters(make_napari_viewer, qtbot, choice):
     from napari_var_emitter.metrics import evaluate
     from napari_var_emitter.widgets.layers import points_to_locs
 
     assert bundled_path().exists(), f"the bundled weights are missing: {bundled_path()}"
-    assert bundled_path("single-frame").exists()
+    assert bundled_path("window-3").exists()
     viewer, widget = _open(make_napari_viewer)
     assert widget.model.value == "bundled"
     widget.model.value = dict(widget._model_choices())[choice]
-    assert widget.current_model().net.config.frame_window == (3 if choice == "bundled" else 1)
+    assert widget.current_model().net.config.frame_window == (1 if choice == "bundled" else 3)
     _predict(qtbot, widget)
     truth = viewer.layers[f"{SAMPLE} ground truth"]
     points = viewer.layers[f"{SAMPLE} emitters"]

@@ -127,12 +127,14 @@ class _Recording:
         return self.data[key]
 
 
-def test_predict_reads_chunks_and_sink_gets_every_localization(sim_movie):
-    whole = predict(sim_movie, None, Camera(), device="cpu", batch_size=5)
+@pytest.mark.parametrize("name", [None, "bundled:window-3"])
+def test_predict_reads_chunks_and_sink_gets_every_localization(sim_movie, name):
+    model = load_checkpoint(name)
+    whole = predict(sim_movie, model, Camera(), device="cpu", batch_size=5)
     frames = _Recording(sim_movie)
     got = []
-    streamed = predict(frames, None, Camera(), device="cpu", batch_size=5, sink=got.append)
-    half = load_checkpoint(None).net.config.frame_window // 2  # each chunk with its context frames
+    streamed = predict(frames, model, Camera(), device="cpu", batch_size=5, sink=got.append)
+    half = model.net.config.frame_window // 2  # each chunk is read with its context frames
     assert frames.reads == [(max(a - half, 0), min(b + half, 12)) for a, b in ((0, 5), (5, 10), (10, 12))]
     assert len(streamed.localizations) == 0  # given to the sink, not kept
     assert streamed.n_localizations == whole.n_localizations == len(whole.localizations) > 0

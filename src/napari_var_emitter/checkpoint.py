@@ -31,10 +31,10 @@ from .model.var import TrueVAREmitterPredictor
 
 FORMAT = "napari-var-emitter/1"
 BUNDLED = "default.pt"
-# Weights shipped in the package, by name: ``load_checkpoint("bundled:single-frame")``.
+# Weights shipped in the package, by name: ``load_checkpoint("bundled:window-3")``.
 BUNDLED_MODELS = {
-    "default": BUNDLED,  # sees frames t-1, t, t+1: for movies whose emitters blink over several frames
-    "single-frame": "single_frame.pt",  # sees frame t alone: single images, frames uncorrelated in time
+    "default": BUNDLED,  # sees frame t alone: works on any frames
+    "window-3": "window3.pt",  # sees frames t-1, t, t+1: only for movies of consecutive frames
 }
 BUNDLED_PREFIX = "bundled:"
 MAX_PARAMETERS = 1_000_000_000  # the seed preset has 275 M
@@ -197,7 +197,7 @@ def _check_state(state, config: ModelConfig, path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> EmitterModel:
-    """Load a model file (None: the bundled weights; ``"bundled:single-frame"``: another bundled
+    """Load a model file (None: the bundled weights; ``"bundled:window-3"``: another bundled
     model, see BUNDLED_MODELS) onto ``device``."""
     path = resolve_model_path(path)
     payload = read_payload(path)

@@ -129,10 +129,10 @@ def _add_predict(sub) -> None:
     p.add_argument(
         "--model",
         default=None,
-        metavar="PATH|bundled:single-frame|classical",
-        help="model file (default: the bundled VAR weights, which see frames t-1, t, t+1), "
-        "'bundled:single-frame' for the bundled model that sees one frame at a time (single images, "
-        "frames uncorrelated in time), or 'classical' for the Gaussian-fit baseline",
+        metavar="PATH|bundled:window-3|classical",
+        help="model file (default: the bundled VAR weights, which see one frame at a time), "
+        "'bundled:window-3' for the bundled model that sees frames t-1, t, t+1 (movies of consecutive "
+        "frames only), or 'classical' for the Gaussian-fit baseline",
     )
     p.add_argument("--mode", choices=("progressive", "super_resolution"), default="progressive")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import napari
 
 BUNDLED = "bundled"
-SINGLE_FRAME = "bundled:single-frame"  # checkpoint.BUNDLED_MODELS
+WINDOW_3 = "bundled:window-3"  # checkpoint.BUNDLED_MODELS
 CHECKPOINT_FILE = "checkpoint file"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CAMERA_FIELDS = ("pixel_size_nm", "baseline", "e_per_adu", "em_gain", "qe", "read_noise_e")
@@ -263,7 +263,7 @@ class PredictWidget(QWidget):
         trained = [(f"trained: {name}", str(path)) for name, path in SESSION.models().items()]
         return [
             ("bundled", BUNDLED),
-            ("bundled, single frame", SINGLE_FRAME),
+            ("bundled, 3 frames (movies)", WINDOW_3),
             *trained,
             ("checkpoint file...", CHECKPOINT_FILE),
         ]
@@ -329,7 +329,7 @@ class PredictWidget(QWidget):
         from .. import predict
 
         choice = self.model.value
-        if choice in (BUNDLED, SINGLE_FRAME):
+        if choice in (BUNDLED, WINDOW_3):
             path = None if choice == BUNDLED else choice
         elif choice == CHECKPOINT_FILE:
             path = self._checkpoint_path()
