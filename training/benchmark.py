@@ -246,7 +246,7 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
         excess_noise=bench.camera.excess_noise,
         crlb_min_photons=1000.0,
         unseen=bench.unseen,
-        frame_shape=bench.frames.shape[-2:] if bench.unseen is not None else None,
+        frame_shape=bench.frames.shape[-2:],
     )
     return {
         "method": method

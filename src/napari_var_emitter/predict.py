@@ -193,9 +193,9 @@ def iter_predict(
     ``tile_size`` on a side are cut into overlapping tiles (see :mod:`tiling`); ``None`` never
     tiles. ``precision`` ("auto": bf16 where the hardware is fast at it, "fp32", "bf16") and
     ``compile`` (``torch.compile``) go to :class:`~.model.runtime.InferenceRunner`. ``refine``
-    fits every emitter that has no detected neighbour within 4 px by Poisson maximum likelihood,
-    starting from the network's answer (see :mod:`refine`): the positions reach the Cramer-Rao
-    bound and lose the network's pull toward pixel centres.
+    fits every emitter by Poisson maximum likelihood, with its detected neighbours' light in the
+    model, starting from the network's answer (see :mod:`refine`): the positions reach the
+    Cramer-Rao bound and lose the network's pull toward pixel centres.
 
     Memory: only the frames of one chunk (plus the frame window's neighbours) are read at a time.
     The localizations of each chunk go to ``sink`` if given, and are then not kept (the result's

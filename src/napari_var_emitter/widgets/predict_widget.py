@@ -329,17 +329,12 @@ class PredictWidget(QWidget):
         from .. import predict
 
         choice = self.model.value
-        if choice in (BUNDLED, WINDOW_3):
-            path = None if choice == BUNDLED else choice
-        elif choice == CHECKPOINT_FILE:
-            path = self._checkpoint_path()
+        if choice in (BUNDLED, WINDOW_3):  # bundled weights never change on disk
+            path, key = (None if choice == BUNDLED else choice), choice
+        else:
+            path = self._checkpoint_path() if choice == CHECKPOINT_FILE else Path(choice)
             if path is None:
                 raise InputError("choose a checkpoint file (.pt) for the model")
-        else:
-            path = Path(choice)
-        if path is None or isinstance(path, str):  # a bundled model: never changes
-            key = path or BUNDLED
-        else:
             key = (str(path), path.stat().st_mtime if path.exists() else None)
         if key not in self._models:
             self._models[key] = predict.load_model(path)
