@@ -1,6 +1,7 @@
 """Maximum-likelihood refinement of the network's localizations."""
 
 import numpy as np
+import torch
 
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.classical import gaussian_model
@@ -101,3 +102,75 @@ def test_no_detections_and_tiny_frames():
     assert all(len(v) == 0 for v in out.values())
     tiny = _run(np.ones((1, 4, 4), np.float32), np.zeros(1, int), np.array([1.0]), np.array([2.0]))
     assert not tiny["fitted"][0] and tiny["x"][0] == 1.0
+
+
+def test_neighbour_pairs_are_all_pairs_of_one_frame_within_the_radius():
+    from napari_var_emitter.refine import neighbour_pairs
+
+    rng = np.random.default_rng(4)
+    n = 400
+    frame = rng.integers(0, 5, n)
+    x, y = rng.uniform(-0.5, 60, n), rng.uniform(-0.5, 40, n)
+    x[:20], y[:20] = 7.0, 7.0  # a pile-up in one cell
+    for radius in (0.5, 3.0, 9.9):
+        got = neighbour_pairs(torch.tensor(frame), torch.tensor(x), torch.tensor(y), radius).numpy()
+        d = np.hypot(x[:, None] - x[None], y[:, None] - y[None])
+        want = np.argwhere((frame[:, None] == frame[None]) & (d <= radius) & ~np.eye(n, dtype=bool))
+        assert sorted(map(tuple, got)) == sorted(map(tuple, want))
+
+
+def test_dedupe_keeps_the_higher_score_as_the_classical_one():
+    from napari_var_emitter.classical import dedupe as dedupe_np
+    from napari_var_emitter.refine import dedupe
+
+    rng = np.random.default_rng(5)
+    n = 300
+    frame = rng.integers(0, 3, n)
+    x, y = rng.uniform(0, 20, n), rng.uniform(0, 20, n)
+    score = rng.uniform(0, 1, n)
+    keep = dedupe(*(torch.tensor(v) for v in (frame, x, y, score)), 0.7).numpy()
+    np.testing.assert_array_equal(np.nonzero(keep)[0], dedupe_np(frame, x, y, score, 0.7))
+
+
+def test_torch_model_of_a_box_is_the_classical_one():
+    from napari_var_emitter.refine import gaussian_model as torch_model
+
+    rng = np.random.default_rng(6)
+    theta = np.column_stack(
+        [
+            rng.uniform(0, 6, 50),
+            rng.uniform(0, 6, 50),
+            rng.uniform(100, 5000, 50),
+            rng.uniform(1, 100, 50),
+            rng.uniform(0.8, 2, 50),
+        ]
+    )
+    mu_np, jac_np = gaussian_model(theta, np.arange(7, dtype=np.float64), with_jacobian=True)
+    mu, jac = torch_model(torch.tensor(theta), 7, with_jacobian=True)
+    np.testing.assert_allclose(mu.numpy(), mu_np, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(jac.numpy(), jac_np[:, :4], rtol=1e-12, atol=1e-9)
+
+
+def test_tensors_in_tensors_out_on_their_device_with_the_numpy_numbers():
+    rng = np.random.default_rng(7)
+    truth = rng.uniform(8, 24, size=(20, 2, 2))
+    frames = _movie(truth, photons=2000.0, background=15.0, seed=8)
+    frame = np.repeat(np.arange(20), 2)
+    xy = truth.reshape(-1, 2) + 0.2
+    as_numpy = _run(frames, frame, xy[:, 0], xy[:, 1], background=15.0)
+    n = len(frame)
+    as_torch = refine(
+        torch.from_numpy(frames),
+        torch.from_numpy(frame),
+        torch.tensor(xy[:, 0], dtype=torch.float32),
+        torch.tensor(xy[:, 1], dtype=torch.float32),
+        torch.full((n,), 2000.0),
+        torch.full((n,), 15.0),
+        torch.full((n,), 0.3),
+        CAMERA,
+        SIGMA,
+    )
+    assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in as_torch.values())
+    assert as_torch["fitted"].all()
+    for key, value in as_numpy.items():
+        np.testing.assert_allclose(as_torch[key].numpy(), value, rtol=1e-6, atol=1e-6)

@@ -19,12 +19,12 @@ import torch
 
 from .camera import Camera
 from .checkpoint import EmitterModel, load_checkpoint
-from .classical import dedupe
 from .errors import InputError
 from .io import check_frame_shape, check_values
 from .localizations import Localizations
 from .model.runtime import PRECISIONS, InferenceRunner
 from .postprocess import extract
+from .refine import dedupe
 from .refine import refine as refine_fit
 from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE, TilePlan, cut, owned, plan_tiles, stitch
 
@@ -155,13 +155,21 @@ def _detections_tiled(level: dict, threshold: float, plan: TilePlan, first: int)
 
 
 def _to_numpy(det: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: (v.float() if v.is_floating_point() else v).cpu().numpy() for k, v in det.items()}
+    return {
+        k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v).cpu().numpy()
+        for k, v in det.items()
+    }
 
 
-def _sorted_like_untiled(dets: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
-    out = _to_numpy({k: torch.cat([d[k] for d in dets]) for k in dets[0]})
-    order = np.lexsort((out.pop("_col"), out.pop("_row"), out["frame"]))
-    return {k: v[order] for k, v in out.items()}
+def _sorted_like_untiled(
+    dets: list[dict[str, torch.Tensor]], plan: TilePlan, stride: float
+) -> dict[str, torch.Tensor]:
+    """The tiles' detections in the order of an untiled run: by frame, cell row, cell column."""
+    det = {k: torch.cat([d[k] for d in dets]) for k in dets[0]}
+    rows, cols = math.ceil(plan.height / stride) + 2, math.ceil(plan.width / stride) + 2
+    key = (det["frame"] * rows + det.pop("_row") + 1) * cols + det.pop("_col") + 1
+    order = torch.argsort(key, stable=True)
+    return {k: v[order] for k, v in det.items()}
 
 
 def iter_predict(
@@ -261,13 +269,12 @@ def iter_predict(
         t1 = min(t0 + chunk_frames, stop)
         lo, hi = max(t0 - half, 0), min(t1 + half, T)
         chunk = _read_chunk(frames, lo, hi, ndim)
-        photons_np = camera.adu_to_photons(chunk)
-        photons = torch.from_numpy(photons_np).to(torch_device)
+        photons = torch.from_numpy(camera.adu_to_photons(chunk)).to(torch_device)
         idx = torch.arange(t0, t1)[:, None] + torch.arange(-half, half + 1)[None, :]
         x = photons[(idx.clamp(0, T - 1) - lo).to(torch_device)]  # (B, window, H, W)
         if plan is None:
             outputs = runner(x, num_levels)
-            det = _to_numpy(_detections_untiled(outputs[-1], threshold, H, W))
+            det = _detections_untiled(outputs[-1], threshold, H, W)
             for m in maps:
                 probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
                 map_data[m][t0 - start : t1 - start] = probability
@@ -280,14 +287,15 @@ def iter_predict(
                 for m in maps:
                     probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
                     stitch(probability, plan, cfg.strides[m], map_data[m][t0 - start : t1 - start], g)
-            det = _sorted_like_untiled(dets)
-        det["uncertainty"] = det["uncertainty"].astype(np.float64) * model.uncertainty_scale
-        if DUPLICATE_PX > 0 and len(det["frame"]) > 1:  # two cells firing for one emitter
+            det = _sorted_like_untiled(dets, plan, final_stride)
+        # post-processing stays on the model's device: duplicates, then the maximum-likelihood fit
+        det["uncertainty"] = det["uncertainty"] * model.uncertainty_scale
+        if DUPLICATE_PX > 0:  # two cells firing for one emitter
             keep = dedupe(det["frame"], det["x"], det["y"], det["probability"], DUPLICATE_PX)
             det = {k: v[keep] for k, v in det.items()}
         if refine:
             fit = refine_fit(
-                photons_np[t0 - lo : t1 - lo],
+                photons[t0 - lo : t1 - lo],
                 det["frame"],
                 det["x"],
                 det["y"],
@@ -298,12 +306,13 @@ def iter_predict(
                 psf_sigma_px,
             )
             det.update({k: fit[k] for k in ("x", "y", "photons", "background", "uncertainty")})
-            det["bkgstd"] = np.sqrt(np.maximum(fit["background"], 0.0))
+            det["bkgstd"] = fit["background"].clamp_min(0.0).sqrt()
+        det = _to_numpy(det)
         locs = Localizations(
             frame=det["frame"] + t0,
             **{k: det[k].astype(np.float64) for k in ("x", "y", "photons", "background", "bkgstd")},
             sigma=np.full(len(det["frame"]), psf_sigma_px),
-            uncertainty=det["uncertainty"],
+            uncertainty=det["uncertainty"].astype(np.float64),
             probability=det["probability"].astype(np.float64),
             grid_factor=1.0 / final_stride,
         )
