@@ -13,8 +13,9 @@ and exits with code 2.
    frames, and two 512 px frames through the tiled path. Pass: fp32 within 1 nm and counts within
    0.5 %; bf16: 99 % of the pairs within 5 nm (its positions move by ~0.5 nm typically) and counts
    within 2 %.
-2. Throughput: frames/s end to end (frames from host memory, the network, peak finding and the
-   conversion to localizations, every chunk synchronised by its copy back to the host) at each
+2. Throughput: frames/s end to end (frames from host memory, the network, peak finding, duplicate
+   removal and the maximum-likelihood refinement, all on the GPU, and the conversion to
+   localizations, every chunk synchronised by its copy back to the host) at each
    size, for the ``default`` preset (bundled weights) and the ``seed`` preset (random weights: the
    seed's architecture has no trained checkpoint, which does not change its speed), in bf16 and
    fp32, no tiling, batch ``--batch-pixels`` / (H * W) frames. Each case runs for about
