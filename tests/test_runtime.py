@@ -55,6 +55,21 @@ def test_bf16_runner_keeps_the_bundled_models_answers():
     assert shift.median() < 0.005 and shift.max() < 0.05
 
 
+def test_bf16_runs_a_copy_and_leaves_the_callers_network_as_it_was():
+    model = load_checkpoint(None, torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    runner = InferenceRunner(model.net, torch.device("cpu"), "bf16")
+    assert runner.net is not model.net
+    assert all(p.dtype == torch.float32 for p in model.net.parameters())
+    for key, value in model.net.state_dict().items():
+        assert torch.equal(value, before[key])
+    gelus = [m for m in model.net.modules() if isinstance(m, torch.nn.GELU)]
+    assert gelus and all(m.approximate == "tanh" for m in gelus)  # as trained
+    assert all(m.approximate == "none" for m in runner.net.modules() if isinstance(m, torch.nn.GELU))
+    assert runner.net.encoder.stem.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in runner.net.heads.parameters())  # offsets need fp32
+
+
 def test_padded_batches_give_the_unpadded_outputs(net, frames):
     runner = InferenceRunner(net, torch.device("cpu"), "fp32")
     runner.compiled = True  # the padding path of a compiled runner, without paying for compilation
