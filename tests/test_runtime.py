@@ -84,3 +84,28 @@ def test_precision_is_checked():
         resolve_precision("fp8", torch.device("cpu"))
     assert resolve_precision("fp32", torch.device("cpu")) == torch.float32
     assert resolve_precision("auto", torch.device("cuda")) == torch.bfloat16
+
+
+def test_keep_freed_memory_on_glibc_only(monkeypatch):
+    import platform
+
+    from napari_var_emitter.model import runtime
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert runtime.keep_freed_memory() is True
+        assert runtime.keep_freed_memory() is True  # once per process, then a no-op
+    monkeypatch.setattr(runtime, "_allocator_tuned", False)
+    monkeypatch.setattr(runtime.platform, "system", lambda: "Darwin")
+    assert runtime.keep_freed_memory() is False
+
+
+def test_pointwise_ops_on_the_channels_last_view_keep_values_and_layout():
+    from napari_var_emitter.model.var import GELU, on_channels_last_view
+
+    x = torch.randn(2, 8, 5, 7)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for fn in (torch.nn.functional.gelu, GELU(approximate="tanh")):
+        out = on_channels_last_view(fn, cl) if not isinstance(fn, GELU) else fn(cl)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, fn(x) if not isinstance(fn, GELU) else torch.nn.GELU("tanh")(x))
+    assert on_channels_last_view(torch.relu, x).is_contiguous()  # other layouts pass through

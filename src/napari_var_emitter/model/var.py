@@ -31,7 +31,32 @@ from torch import nn
 from ..errors import InputError
 from .config import ModelConfig
 
-ACTIVATION = {"gelu": F.gelu, "relu": F.relu}
+
+def on_channels_last_view(fn, h: torch.Tensor) -> torch.Tensor:
+    """``fn(h)`` for a pointwise ``fn``, run on the (B, h, w, C) view when ``h`` is channels-last.
+
+    The same numbers (to float rounding), in the same layout: torch's CPU GELU is ~3x slower on a
+    channels-last (B, C, h, w) tensor than on the contiguous view of the same memory (measured:
+    bf16, 16 x 64 x 64 x 64: 2.7 against 0.9 ms).
+    """
+    if h.ndim == 4 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+        return fn(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    return fn(h)
+
+
+ACTIVATION = {
+    "gelu": functools.partial(on_channels_last_view, F.gelu),
+    "relu": functools.partial(on_channels_last_view, F.relu),
+}
+
+
+class GELU(nn.GELU):
+    """``nn.GELU`` through :func:`on_channels_last_view`."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return on_channels_last_view(super().forward, h)
+
+
 NUM_OUTPUTS = 8  # logit, dx, dy, photons, sigma_x, sigma_y, photon_sigma, background
 PHOTON_NORM = 1000.0  # photons predicted in units of PHOTON_NORM
 
@@ -227,7 +252,7 @@ class AdaLNConvBlock(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
         self.mlp = nn.Sequential(
             nn.Conv2d(dim, hidden, 1),
-            nn.GELU(approximate="tanh") if activation == "gelu" else nn.ReLU(),
+            GELU(approximate="tanh") if activation == "gelu" else nn.ReLU(),
             nn.Conv2d(hidden, dim, 1),
         )
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
