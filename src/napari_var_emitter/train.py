@@ -32,6 +32,7 @@ from .errors import CheckpointError, InputError, TrainingError
 from .metrics import evaluate
 from .model.config import preset
 from .model.loss import VAREmitterLoss, occupancy_targets
+from .model.runtime import keep_freed_memory
 from .model.var import TrueVAREmitterPredictor
 from .predict import predict, resolve_device
 from .simulate import SimulationConfig, simulate_batch, simulate_movie
@@ -225,6 +226,8 @@ def _resume_step(train_state, out) -> int:
 
 def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]:
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # fewer page faults: 60 steps on 2 threads 35 -> 30 s (model/runtime.py)
     torch.manual_seed(cfg.seed)  # the initial weights
 
     # 1. model: new, fine-tuned from a checkpoint, or resumed
