@@ -105,7 +105,7 @@ def test_no_detections_and_tiny_frames():
 
 
 def test_neighbour_pairs_are_all_pairs_of_one_frame_within_the_radius():
-    from napari_var_emitter.refine import neighbour_pairs
+    from napari_var_emitter.neighbours import neighbour_pairs
 
     rng = np.random.default_rng(4)
     n = 400
@@ -119,9 +119,19 @@ def test_neighbour_pairs_are_all_pairs_of_one_frame_within_the_radius():
         assert sorted(map(tuple, got)) == sorted(map(tuple, want))
 
 
+def _dedupe_reference(frame, x, y, score, min_dist):
+    """The numpy/scipy duplicate removal the torch one replaced (k-d tree pairs, i < j)."""
+    from scipy.spatial import cKDTree
+
+    span = max(float(np.ptp(y)), 1.0) + 10 * min_dist + 10.0
+    pairs = cKDTree(np.column_stack([x, y + frame * span])).query_pairs(min_dist, output_type="ndarray")
+    keep = np.ones(len(frame), dtype=bool)
+    keep[np.where(score[pairs[:, 0]] >= score[pairs[:, 1]], pairs[:, 1], pairs[:, 0])] = False
+    return np.nonzero(keep)[0]
+
+
 def test_dedupe_keeps_the_higher_score_as_the_classical_one():
-    from napari_var_emitter.classical import dedupe as dedupe_np
-    from napari_var_emitter.refine import dedupe
+    from napari_var_emitter.neighbours import dedupe, dedupe_indices
 
     rng = np.random.default_rng(5)
     n = 300
@@ -129,7 +139,8 @@ def test_dedupe_keeps_the_higher_score_as_the_classical_one():
     x, y = rng.uniform(0, 20, n), rng.uniform(0, 20, n)
     score = rng.uniform(0, 1, n)
     keep = dedupe(*(torch.tensor(v) for v in (frame, x, y, score)), 0.7).numpy()
-    np.testing.assert_array_equal(np.nonzero(keep)[0], dedupe_np(frame, x, y, score, 0.7))
+    np.testing.assert_array_equal(np.nonzero(keep)[0], _dedupe_reference(frame, x, y, score, 0.7))
+    np.testing.assert_array_equal(dedupe_indices(frame, x, y, score, 0.7), np.nonzero(keep)[0])
 
 
 def test_torch_model_of_a_box_is_the_classical_one():

@@ -32,6 +32,7 @@ from .camera import Camera
 from .errors import InputError
 from .io import as_frames
 from .localizations import Localizations
+from .neighbours import dedupe_indices
 
 DEFAULT_PSF_SIGMA_PX = 1.2  # start value and filter width when the PSF width is not given
 DEFAULT_THRESHOLD = 4.0  # in units of the filtered frame's robust noise
@@ -302,7 +303,7 @@ def _localize_chunk(photons_THW, camera, sigma0, threshold, box, sigma_range, fr
 
     x, y, frame = xf[idx], yf[idx], t[idx] + frame_offset
     n, b, s, score = n[idx], b[idx], s[idx], snr[idx]
-    keep = dedupe(frame, x, y, n, min_dist=0.5 * sigma0)
+    keep = dedupe_indices(frame, x, y, n, min_dist=0.5 * sigma0)
 
     qe = camera.qe
     # Mortensen with detected photons (qe * incident): the Poisson statistic the camera sees.
@@ -321,20 +322,3 @@ def _localize_chunk(photons_THW, camera, sigma0, threshold, box, sigma_range, fr
         grid_factor=0.0,
     )
     return locs.subset(keep)
-
-
-def dedupe(frame, x, y, photons, min_dist: float) -> np.ndarray:
-    """Indices to keep: of two fits in one frame closer than ``min_dist`` px, the brighter one."""
-    if len(frame) < 2:
-        return np.arange(len(frame))
-    from scipy.spatial import cKDTree
-
-    span = max(float(np.ptp(y)), 1.0) + 10 * min_dist + 10.0
-    pts = np.column_stack([x, y + frame * span])
-    pairs = cKDTree(pts).query_pairs(min_dist, output_type="ndarray")
-    if len(pairs) == 0:
-        return np.arange(len(frame))
-    drop = np.where(photons[pairs[:, 0]] >= photons[pairs[:, 1]], pairs[:, 1], pairs[:, 0])
-    keep = np.ones(len(frame), dtype=bool)
-    keep[drop] = False
-    return np.nonzero(keep)[0]

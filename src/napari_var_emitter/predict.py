@@ -23,8 +23,8 @@ from .errors import InputError
 from .io import check_frame_shape, check_values
 from .localizations import Localizations
 from .model.runtime import PRECISIONS, InferenceRunner
+from .neighbours import dedupe
 from .postprocess import extract
-from .refine import dedupe
 from .refine import refine as refine_fit
 from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE, TilePlan, cut, owned, plan_tiles, stitch
 

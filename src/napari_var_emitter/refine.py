@@ -16,7 +16,8 @@ fit cannot: detections in dense regions and the starting values that keep overla
 
 torch, on the device of the frames it is given (the model's: post-processing never leaves the
 GPU), in float64 (float32 where the device has no float64, Apple MPS). All work is vectorised over
-the emitters of a chunk: no loop per emitter or per frame, neighbour search included.
+the emitters of a chunk: no loop per emitter or per frame, neighbour search included
+(:mod:`.neighbours`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from .camera import Camera
+from .neighbours import neighbour_pairs
 
 BOX = 7
 ROUNDS = 2
@@ -44,54 +46,7 @@ OUTPUTS = ("x", "y", "photons", "background", "uncertainty", "fitted")
 
 
 # --------------------------------------------------------------------------------------------------
-# 1. neighbours
-
-
-def neighbour_pairs(frame: torch.Tensor, x: torch.Tensor, y: torch.Tensor, radius: float) -> torch.Tensor:
-    """(P, 2) ordered pairs (i, j), i != j, of one frame at most ``radius`` px apart.
-
-    A grid of ``radius``-sized cells: each point looks into its own cell and the 8 around it, found
-    in the sorted cell keys by binary search (no tree, no loop; memory N x 9 x the fullest cell).
-    """
-    empty = torch.zeros((0, 2), dtype=torch.int64, device=x.device)
-    n = len(x)
-    if n < 2:
-        return empty
-    cx = torch.floor(x / radius).long()
-    cy = torch.floor(y / radius).long()
-    cx, cy = cx - cx.min() + 1, cy - cy.min() + 1  # a free cell on every side: offsets stay in the frame
-    nx, ny = int(cx.max()) + 2, int(cy.max()) + 2
-    key = (frame.long() * ny + cy) * nx + cx
-    sorted_key, order = torch.sort(key)
-    fullest = int(torch.unique_consecutive(sorted_key, return_counts=True)[1].max())
-    d = torch.tensor([-1, 0, 1], device=x.device)
-    offsets = (d[:, None] * nx + d[None, :]).reshape(-1)  # the 9 cells around
-    wanted = key[:, None] + offsets[None, :]  # (N, 9)
-    first = torch.searchsorted(sorted_key, wanted)  # (N, 9)
-    slot = first[:, :, None] + torch.arange(fullest, device=x.device)  # (N, 9, fullest)
-    inside = slot < n
-    slot = slot.clamp(max=n - 1)
-    hit = inside & (sorted_key[slot] == wanted[:, :, None])
-    i = torch.arange(n, device=x.device)[:, None, None].expand_as(slot)[hit]
-    j = order[slot[hit]]
-    close = (i != j) & (torch.hypot(x[i] - x[j], y[i] - y[j]) <= radius)
-    return torch.stack([i[close], j[close]], dim=1)
-
-
-def dedupe(frame: torch.Tensor, x: torch.Tensor, y: torch.Tensor, score: torch.Tensor, min_dist: float):
-    """Boolean mask to keep: of two detections of one frame at most ``min_dist`` px apart, the one
-    with the higher score (the first on a tie), as ``classical.dedupe``."""
-    keep = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    pairs = neighbour_pairs(frame, x, y, min_dist)
-    i, j = pairs[:, 0], pairs[:, 1]
-    first = i < j
-    i, j = i[first], j[first]
-    keep[torch.where(score[i] >= score[j], j, i)] = False
-    return keep
-
-
-# --------------------------------------------------------------------------------------------------
-# 2. the model of a box and its fit
+# 1. the model of a box and its fit
 
 
 def gaussian_model(theta_N5: torch.Tensor, box: int, with_jacobian: bool):
@@ -182,7 +137,7 @@ def _fit(spots, others, theta, scale, offset, n_iter):
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. refine
+# 2. refine
 
 
 def _float_dtype(device: torch.device) -> torch.dtype:
