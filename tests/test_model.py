@@ -198,3 +198,16 @@ def test_resize_bicubic_trains_after_inference():
     x = torch.ones(1, 1, 7, 7, requires_grad=True)
     resize_bicubic(x, (28, 28)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_conv_block_modulation_shared_or_per_frame_is_the_same():
+    from napari_var_emitter.model.var import AdaLNConvBlock
+
+    torch.manual_seed(0)
+    block = AdaLNConvBlock(16, 24)
+    torch.nn.init.normal_(block.ada_lin[-1].weight, std=0.5)  # modulations far from the identity
+    h = torch.randn(3, 16, 8, 8)
+    cond = torch.randn(1, 24)
+    shared = block(h, cond)  # fused into the channel norm's affine
+    per_frame = block(h, cond.expand(3, -1))  # the explicit modulation
+    torch.testing.assert_close(shared, per_frame, rtol=1e-5, atol=1e-5)

@@ -268,19 +268,24 @@ class AdaLNConvBlock(nn.Module):
         )
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
 
+    @staticmethod
+    def _modulated_norm(h_BChw, scale, shift):
+        """channel_norm(h) * (1 + scale) + shift; scale, shift: (C,) shared by the batch (fused
+        into the norm as its affine) or (B, C) per frame."""
+        if scale.ndim == 1:
+            return channel_norm(h_BChw, scale, shift)
+        return torch.addcmul(shift[:, :, None, None], channel_norm(h_BChw), 1 + scale[:, :, None, None])
+
     def forward(self, h_BChw, cond_BD):
-        mods = self.ada_lin(cond_BD)  # cond_BD may be (1, D): one level for all
-        if mods.shape[0] == 1:  # the modulation is the norm's affine: one fused kernel
-            gamma1, gamma2, scale1, scale2, shift1, shift2 = mods[0].chunk(6)
-            gamma1, gamma2 = gamma1[None, :, None, None], gamma2[None, :, None, None]
-            m1 = functools.partial(channel_norm, scale_C=scale1, shift_C=shift1)
-            m2 = functools.partial(channel_norm, scale_C=scale2, shift_C=shift2)
-        else:
-            gamma1, gamma2, scale1, scale2, shift1, shift2 = mods[:, :, None, None].chunk(6, dim=1)
-            m1 = lambda h: torch.addcmul(shift1, channel_norm(h), 1 + scale1)  # noqa: E731
-            m2 = lambda h: torch.addcmul(shift2, channel_norm(h), 1 + scale2)  # noqa: E731
-        h_BChw = torch.addcmul(h_BChw, self.act(self.conv(m1(h_BChw))), gamma1)
-        return torch.addcmul(h_BChw, self.mlp(m2(h_BChw)), gamma2)
+        mods = self.ada_lin(cond_BD)  # cond_BD may be (1, D): one level for all frames
+        if mods.shape[0] == 1:
+            mods = mods[0]
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = mods.chunk(6, dim=-1)
+        gate1, gate2 = (g.reshape(-1, g.shape[-1], 1, 1) for g in (gamma1, gamma2))  # (1 or B, C, 1, 1)
+        m = self._modulated_norm(h_BChw, scale1, shift1)
+        h_BChw = torch.addcmul(h_BChw, self.act(self.conv(m)), gate1)
+        m = self._modulated_norm(h_BChw, scale2, shift2)
+        return torch.addcmul(h_BChw, self.mlp(m), gate2)
 
 
 class Head(nn.Module):
