@@ -225,10 +225,18 @@ def test_evaluate_reads_picasso_files_at_their_own_pixel_size(sim_dir, tmp_path,
 
 def test_no_refine_keeps_the_networks_positions(sim_dir, tmp_path):
     args = ["predict", str(sim_dir / "frames.tif"), "--quiet", "--device", "cpu", "--precision", "fp32"]
-    assert main([*args, "--out", str(tmp_path / "a.csv")]) == 0
+    assert main([*args, "--out", str(tmp_path / "a.csv"), "--no-confirm"]) == 0
     assert main([*args, "--out", str(tmp_path / "b.csv"), "--no-refine"]) == 0
     a, b = read_csv(tmp_path / "a.csv", 100.0), read_csv(tmp_path / "b.csv", 100.0)
     assert len(a) == len(b) > 0 and not np.allclose(a.x, b.x)
+
+
+def test_the_fit_confirms_dim_candidates_unless_told_not_to(sim_dir, tmp_path):
+    args = ["predict", str(sim_dir / "frames.tif"), "--quiet", "--device", "cpu", "--precision", "fp32"]
+    assert main([*args, "--out", str(tmp_path / "a.csv"), "--threshold", "0.9"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b.csv"), "--threshold", "0.9", "--no-confirm"]) == 0
+    a, b = read_csv(tmp_path / "a.csv", 100.0), read_csv(tmp_path / "b.csv", 100.0)
+    assert len(a) > len(b)  # candidates below 0.9 that the fit confirmed
 
 
 def test_an_unexpected_error_is_one_line(monkeypatch, capsys):

@@ -169,8 +169,10 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
     frames = movie.frames.numpy()
     model = load_checkpoint(None, torch.device("cpu"))
     reports = {}
-    for refine in (False, True):
-        locs = predict(frames, model, config.camera, device="cpu", precision="fp32", refine=refine)
+    for refine in (False, True):  # without the fit's confirmation of dim candidates: same detections
+        locs = predict(
+            frames, model, config.camera, device="cpu", precision="fp32", refine=refine, confirm=False
+        )
         reports[refine] = evaluate(locs.localizations, movie.truth, config.camera.pixel_size_nm)
     # the same detections, better positions
     assert reports[True].n_pred == reports[False].n_pred

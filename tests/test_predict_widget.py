@@ -264,3 +264,19 @@ def test_bundled_model_finds_the_sample_emitters(make_napari_viewer, qtbot, choi
     )
     print(f"bundled model on the sample: {report}")
     assert report.jaccard > MIN_SAMPLE_JACCARD
+
+
+def test_the_confirm_checkbox_reaches_the_prediction(make_napari_viewer, qtbot):
+    viewer, widget = _open(make_napari_viewer)
+    widget.threshold.value = 0.95  # the network alone keeps few; the fit confirms more below it
+    widget.last_frame.value = 9
+    counts = {}
+    for confirm in (True, False):
+        widget.confirm.value = confirm
+        assert widget.make_job().confirm is confirm
+        _predict(qtbot, widget)
+        points = viewer.layers[f"{SAMPLE} emitters"]
+        counts[confirm] = len(points.data)
+        if not confirm:
+            assert points.features["probability"].min() >= 0.95
+    assert counts[True] > counts[False]

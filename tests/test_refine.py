@@ -5,7 +5,7 @@ import torch
 
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.classical import gaussian_model
-from napari_var_emitter.refine import SHARE_ALONE, refine
+from napari_var_emitter.refine import CONFIRM_FLOOR, SHARE_ALONE, confirmed, refine
 
 SIGMA = 1.2
 CAMERA = Camera(em_gain=1.0, qe=1.0, read_noise_e=0.0, e_per_adu=1.0, baseline=0.0)  # Poisson only
@@ -95,6 +95,26 @@ def test_crowded_emitters_and_failed_fits_keep_the_networks_values():
     # a detection with no light under it: the fit is refused or stays within half a pixel
     empty = _run(np.zeros((1, 32, 32), np.float32) + 10, np.zeros(1, int), np.array([5.0]), np.array([5.0]))
     assert abs(empty["x"][0] - 5.0) <= 0.5
+
+
+def test_the_fit_confirms_a_dim_spot_but_not_noise_or_a_neighbours_tail():
+    # frame 0: a dim emitter (400 photons) alone; frame 1: nothing; frame 2: a bright emitter and a
+    # candidate 2 px beside it, in its light
+    rng = np.random.default_rng(4)
+    frames = _movie(np.array([[[10.0, 10.0]]]), photons=400.0, background=20.0, seed=4)
+    empty = rng.poisson(np.full((1, 32, 32), 20.0)).astype(np.float32)
+    bright = _movie(np.array([[[20.0, 20.0]]]), photons=20000.0, background=20.0, seed=5)
+    frames = np.concatenate([frames, empty, bright])
+    frame = np.array([0, 1, 2, 2])
+    x, y = np.array([10.2, 16.0, 20.0, 22.0]), np.array([9.9, 16.0, 20.0, 20.0])
+    photons = np.array([400.0, 400.0, 20000.0, 400.0])
+    fit = refine(frames, frame, x, y, photons, np.full(4, 20.0), np.full(4, 0.3), CAMERA, SIGMA)
+    probability = np.array([0.2, 0.2, 0.99, 0.2])
+    assert fit["photons_sd"][0] > 0 and fit["crowding"][0] < 0.05  # fitted, alone
+    assert confirmed(probability, fit, threshold=0.5).tolist() == [True, False, True, False]
+    # above the threshold the network decides alone; below the floor nothing is kept
+    assert confirmed(np.full(4, 0.6), fit, threshold=0.5).all()
+    assert not confirmed(np.full(4, CONFIRM_FLOOR / 2), fit, threshold=0.5).any()
 
 
 def test_no_detections_and_tiny_frames():

@@ -23,8 +23,10 @@ used to tune anything.
 Methods: ``classical`` (napari_var_emitter.classical), ``picasso`` (picassosr: its own net-gradient
 identification + Gaussian MLE fit, ``localize_frames(..., fitting_method="gaussmle")``, skipped if it
 does not import), ``var`` (the bundled model, or ``--var-model``, via predict.py, progressive mode,
-with the maximum-likelihood refinement of refine.py), ``var-noref`` (the network's own positions,
-no refinement) and ``var-sr`` (super-resolution mode); skipped with a note if the model is unavailable.
+with the maximum-likelihood refinement of refine.py and its confirmation of dim candidates),
+``var-noconfirm`` (the same without the fit's confirmation: the threshold alone decides),
+``var-noref`` (the network's own positions, no refinement) and ``var-sr`` (super-resolution mode);
+skipped with a note if the model is unavailable.
 ``calib.`` is the RMS of (error / predicted uncertainty) over matched pairs and axes (1 = calibrated);
 ``grid max/min`` the max/min count ratio of sub-pixel positions over 10 bins (1 = no pixel-grid bias).
 Metrics: metrics.evaluate, Hungarian matching within 250 nm; RMSE/CRLB (n: matched pairs behind it)
@@ -67,7 +69,7 @@ SYNTHETIC_SETS = {
 }
 EXTERNAL_SETS = ("deepstorm_demo1",)
 ALL_SETS = tuple(SYNTHETIC_SETS) + EXTERNAL_SETS
-ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref")
+ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref", "var-noconfirm")
 # --validation: the same four sets on seeds 5_011..5_014, for choosing between models without
 # touching the benchmark's seeds (train.validate uses 5_000 and 5_001).
 VALIDATION_SEED_OFFSET = 5_011 - 10_001
@@ -176,7 +178,7 @@ def method_picasso(bench: BenchSet, args):
     return run
 
 
-def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True):
+def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: bool = True):
     try:
         from napari_var_emitter.predict import load_model, predict
 
@@ -192,6 +194,7 @@ def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True):
             mode=mode,
             device=args.device,
             refine=refine,
+            confirm=confirm,
             precision=args.precision,
             compile=args.compile,
             batch_size=args.batch_size,
@@ -211,6 +214,11 @@ def method_var_noref(bench: BenchSet, args):
     return _var_runner(bench, args, "progressive", refine=False)
 
 
+def method_var_noconfirm(bench: BenchSet, args):
+    """The VAR model with refinement but without the fit's confirmation of dim candidates (ablation)."""
+    return _var_runner(bench, args, "progressive", confirm=False)
+
+
 def method_var_sr(bench: BenchSet, args):
     """The same model in super-resolution mode: the chain continued to a 2x finer grid."""
     return _var_runner(bench, args, "super_resolution")
@@ -222,6 +230,7 @@ METHODS = {
     "var": method_var,
     "var-sr": method_var_sr,
     "var-noref": method_var_noref,
+    "var-noconfirm": method_var_noconfirm,
 }
 
 

@@ -29,6 +29,11 @@ def main(argv=None) -> int:
         help="use this detection threshold (chosen elsewhere, e.g. benchmark.py --validation) "
         "instead of the best mean Jaccard on the validation movies",
     )
+    parser.add_argument(
+        "--keep-scale",
+        action="store_true",
+        help="keep the uncertainty scale as it is (re-pick only the threshold)",
+    )
     args = parser.parse_args(argv)
     model = load_checkpoint(args.checkpoint)
     cfg = TrainConfig.from_dict(model.meta["train_config"])
@@ -40,7 +45,9 @@ def main(argv=None) -> int:
     model.threshold = threshold
     # calibration = RMS(error / predicted uncertainty) with the current scale: fold it into the scale
     factor = float(np.sqrt(np.mean([metrics["sparse_calibration"] ** 2, metrics["dense_calibration"] ** 2])))
-    if np.isfinite(factor) and factor > 0:
+    if args.keep_scale:
+        print(f"uncertainty scale kept at {model.uncertainty_scale} (--keep-scale)")
+    elif np.isfinite(factor) and factor > 0:
         model.uncertainty_scale = round(model.uncertainty_scale * factor, 4)
         print(f"uncertainty scale -> {model.uncertainty_scale}")
     else:  # nothing matched on the validation movies: nothing to calibrate against

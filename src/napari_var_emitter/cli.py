@@ -171,7 +171,13 @@ def _add_predict(sub) -> None:
     group.add_argument(
         "--no-refine",
         action="store_true",
-        help="keep the network's own positions (no maximum-likelihood refinement; a little faster)",
+        help="keep the network's own positions (no maximum-likelihood refinement, so no fit "
+        "confirmation either; a little faster)",
+    )
+    group.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="keep only detections above the threshold (the fit does not confirm dim candidates below it)",
     )
     group.add_argument(
         "--dask-scheduler",
@@ -249,6 +255,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                     compile=args.compile,
                     batch_pixels=args.batch_pixels,
                     refine=not args.no_refine,
+                    confirm=not args.no_confirm,
                 )
                 if args.dask_scheduler:
                     from .cluster import predict_on_cluster

@@ -25,6 +25,7 @@ from .localizations import Localizations
 from .model.runtime import PRECISIONS, InferenceRunner
 from .neighbours import dedupe
 from .postprocess import extract
+from .refine import CONFIRM_FLOOR, confirmed
 from .refine import refine as refine_fit
 from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE, TilePlan, cut, owned, plan_tiles, stitch
 
@@ -191,6 +192,7 @@ def iter_predict(
     batch_pixels: int | None = None,
     sink: Callable[[Localizations], None] | None = None,
     refine: bool = True,
+    confirm: bool = True,
 ) -> Generator[PredictProgress, None, PredictionResult]:
     """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
 
@@ -203,7 +205,9 @@ def iter_predict(
     ``compile`` (``torch.compile``) go to :class:`~.model.runtime.InferenceRunner`. ``refine``
     fits every emitter by Poisson maximum likelihood, with its detected neighbours' light in the
     model, starting from the network's answer (see :mod:`refine`): the positions reach the
-    Cramer-Rao bound and lose the network's pull toward pixel centres.
+    Cramer-Rao bound and lose the network's pull toward pixel centres. With ``refine``,
+    ``confirm`` also keeps candidates below ``threshold`` (down to ``refine.CONFIRM_FLOOR``) that
+    the fit confirms as spots (:func:`.refine.confirmed`); without it only ``threshold`` decides.
 
     Memory: only the frames of one chunk (plus the frame window's neighbours) are read at a time.
     The localizations of each chunk go to ``sink`` if given, and are then not kept (the result's
@@ -234,6 +238,7 @@ def iter_predict(
     threshold = model.threshold if threshold is None else float(threshold)
     if not math.isfinite(threshold) or threshold <= 0:
         raise InputError(f"detection threshold must be > 0, got {threshold}")
+    candidates = min(threshold, CONFIRM_FLOOR) if (refine and confirm) else threshold
     cfg = net.config
     n_prog = len(cfg.patch_nums)
     if mode == "super_resolution":
@@ -274,7 +279,7 @@ def iter_predict(
         x = photons[(idx.clamp(0, T - 1) - lo).to(torch_device)]  # (B, window, H, W)
         if plan is None:
             outputs = runner(x, num_levels)
-            det = _detections_untiled(outputs[-1], threshold, H, W)
+            det = _detections_untiled(outputs[-1], candidates, H, W)
             for m in maps:
                 probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
                 map_data[m][t0 - start : t1 - start] = probability
@@ -283,7 +288,7 @@ def iter_predict(
             dets = []
             for g in range(0, tiles.shape[0], per_pass):
                 outputs = runner(tiles[g : g + per_pass], num_levels)
-                dets.append(_detections_tiled(outputs[-1], threshold, plan, g))
+                dets.append(_detections_tiled(outputs[-1], candidates, plan, g))
                 for m in maps:
                     probability = torch.sigmoid(outputs[m]["logits"]).float().cpu().numpy()
                     stitch(probability, plan, cfg.strides[m], map_data[m][t0 - start : t1 - start], g)
@@ -307,6 +312,9 @@ def iter_predict(
             )
             det.update({k: fit[k] for k in ("x", "y", "photons", "background", "uncertainty")})
             det["bkgstd"] = fit["background"].clamp_min(0.0).sqrt()
+            if confirm:
+                keep = confirmed(det["probability"], fit, threshold)
+                det = {k: v[keep] for k, v in det.items()}
         det = _to_numpy(det)
         locs = Localizations(
             frame=det["frame"] + t0,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Select, SpinBox
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
@@ -50,6 +50,7 @@ class PredictJob:
     mode: str  # "progressive" or "super_resolution"
     sr_factor: int
     threshold: float | None
+    confirm: bool  # the fit may confirm candidates below the threshold (predict.iter_predict)
     device: str
     maps: tuple[int, ...]
     scale: tuple[float, ...]
@@ -82,6 +83,7 @@ def run_prediction(job: PredictJob):
             mode=job.mode,
             sr_factor=job.sr_factor,
             threshold=job.threshold,
+            confirm=job.confirm,
             device=job.device,
             maps=job.maps,
             frame_range=None if job.ndim == 2 else (job.first, job.stop),
@@ -183,6 +185,12 @@ class PredictWidget(QWidget):
             value=0.0,
             tooltip="detection probability threshold; 0 = the model's own calibrated threshold",
         )
+        self.confirm = CheckBox(
+            label="confirm dim spots by the fit",
+            value=True,
+            tooltip="also keep candidates below the threshold (down to probability 0.1) that the "
+            "maximum-likelihood fit confirms: a spot of at least 4 sigma, mostly its own light",
+        )
         self.first_frame = SpinBox(label="first frame", min=0, max=0, value=0)
         self.last_frame = SpinBox(label="last frame", min=0, max=0, value=0)
         self.sr_factor = ComboBox(
@@ -206,6 +214,7 @@ class PredictWidget(QWidget):
                 self.device,
                 *self.camera_widgets.values(),
                 self.threshold,
+                self.confirm,
                 self.first_frame,
                 self.last_frame,
                 self.sr_factor,
@@ -375,6 +384,7 @@ class PredictWidget(QWidget):
             mode="progressive" if sr == 1 else "super_resolution",
             sr_factor=sr,
             threshold=threshold if threshold > 0 else None,
+            confirm=bool(self.confirm.value),
             device=str(self.device.value),
             maps=maps,
             scale=tuple(float(v) for v in layer.scale),
