@@ -1,4 +1,4 @@
-"""training/bench_speed.py and training/gpu_check.py: tiny runs of their real code paths."""
+"""training/benchmark.py, bench_speed.py and gpu_check.py: tiny runs of their real code paths."""
 
 import json
 import subprocess
@@ -16,7 +16,23 @@ TRAINING = Path(__file__).parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
 
 import bench_speed  # noqa: E402
+import benchmark  # noqa: E402
 import gpu_check  # noqa: E402
+
+# --------------------------------------------------------------------------------------------------
+# benchmark
+
+
+def test_benchmark_table_with_the_automatic_model_choice(capsys):
+    argv = ["--frames", "12", "--sets", "LD-high", "--methods", "classical,var,var-noconfirm"]
+    assert benchmark.main(argv) == 0
+    out, err = capsys.readouterr()
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "LD-high" in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["classical", "var", "var-noconfirm"]
+    assert "LD-high: model: bundled, 3 frames (a movie:" in err  # a simulated movie: 3 frames
+    jaccard = float(rows[1].split("|")[3])
+    assert jaccard > 70.0
+
 
 # --------------------------------------------------------------------------------------------------
 # bench_speed

@@ -253,7 +253,7 @@ def test_bundled_model_finds_the_sample_emitters(make_napari_viewer, qtbot, choi
     assert bundled_path().exists(), f"the bundled weights are missing: {bundled_path()}"
     assert bundled_path("window-3").exists()
     viewer, widget = _open(make_napari_viewer)
-    assert widget.model.value == "bundled"
+    assert widget.model.value == "bundled, auto"  # the default
     widget.model.value = dict(widget._model_choices())[choice]
     assert widget.current_model().net.config.frame_window == (1 if choice == "bundled" else 3)
     _predict(qtbot, widget)
@@ -280,3 +280,16 @@ def test_the_confirm_checkbox_reaches_the_prediction(make_napari_viewer, qtbot):
         if not confirm:
             assert points.features["probability"].min() >= 0.95
     assert counts[True] > counts[False]
+
+
+def test_auto_model_takes_3_frames_for_a_movie_and_1_for_shuffled_frames(make_napari_viewer, qtbot):
+    viewer, widget = _open(make_napari_viewer)
+    assert widget.model.value == "bundled, auto"
+    _predict(qtbot, widget)
+    assert "model: bundled, 3 frames (a movie:" in widget.status.text()
+    movie = viewer.layers[SAMPLE].data
+    shuffled = movie[np.random.default_rng(0).permutation(len(movie))]
+    viewer.add_image(shuffled, name="shuffled")
+    widget.image.value = viewer.layers["shuffled"]
+    _predict(qtbot, widget)
+    assert "model: bundled, 1 frame (not a movie:" in widget.status.text()

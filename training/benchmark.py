@@ -2,7 +2,8 @@
 
 python training/benchmark.py [--frames 100] [--methods classical,picasso,var] [--sets LD-high,...]
                              [--shared-data ../shared/data] [--csv OUT.csv] [--device auto]
-                             [--var-model M] [--precision auto|fp32|bf16] [--compile] [--batch-size 32]
+                             [--var-model auto|bundled|M] [--precision auto|fp32|bf16] [--compile]
+                             [--batch-size 32]
 
 Sets (all 64 x 64 px of 100 nm, the default EMCCD camera of CONVENTIONS section 2, Gaussian PSF of
 sigma 120 nm (FWHM 283 nm), uniform emitters, background 50-100 photons per pixel, blinking as in
@@ -22,7 +23,9 @@ used to tune anything.
 
 Methods: ``classical`` (napari_var_emitter.classical), ``picasso`` (picassosr: its own net-gradient
 identification + Gaussian MLE fit, ``localize_frames(..., fitting_method="gaussmle")``, skipped if it
-does not import), ``var`` (the bundled model, or ``--var-model``, via predict.py, progressive mode,
+does not import), ``var`` (``--var-model``, default ``auto``: the bundled model the command line
+would choose for the set, see autoselect.py; chosen before the clock starts, like loading; via
+predict.py, progressive mode,
 with the maximum-likelihood refinement of refine.py and its confirmation of dim candidates),
 ``var-noconfirm`` (the same without the fit's confirmation: the threshold alone decides),
 ``var-noref`` (the network's own positions, no refinement) and ``var-sr`` (super-resolution mode);
@@ -182,7 +185,13 @@ def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: 
     try:
         from napari_var_emitter.predict import load_model, predict
 
-        model = load_model(args.var_model, device=args.device)
+        if args.var_model == "auto":
+            from napari_var_emitter.autoselect import choose_bundled
+
+            model, choice = choose_bundled(bench.frames, bench.camera, device=args.device)
+            print(f"{bench.name}: {choice.describe()}", file=sys.stderr)
+        else:
+            model = load_model(None if args.var_model == "bundled" else args.var_model, device=args.device)
     except (ImportError, VarEmitterError, OSError) as exc:
         return f"VAR model not available ({exc})"
 
@@ -205,7 +214,7 @@ def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: 
 
 
 def method_var(bench: BenchSet, args):
-    """The VAR model (bundled, or --var-model), progressive mode: localizations from the finest level."""
+    """The VAR model (--var-model: auto, bundled, or a file), progressive mode: the finest level."""
     return _var_runner(bench, args, "progressive")
 
 
@@ -334,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         default=PICASSO_MIN_NG_PHOTONS,
         help="Picasso minimum net gradient, in photons (converted to ADU with the camera)",
     )
-    parser.add_argument("--var-model", default=None, help="checkpoint for var/var-sr (default: bundled)")
+    parser.add_argument(
+        "--var-model",
+        default="auto",
+        help="auto (the command line's default: 3 frames for movies), bundled (one frame), "
+        "bundled:window-3 or a checkpoint, for the var rows",
+    )
     parser.add_argument(
         "--var-label", default="", help="name the var rows (e.g. var-nochain for an ablation)"
     )

@@ -128,11 +128,12 @@ def _add_predict(sub) -> None:
     )
     p.add_argument(
         "--model",
-        default=None,
-        metavar="PATH|bundled:window-3|classical",
-        help="model file (default: the bundled VAR weights, which see one frame at a time), "
-        "'bundled:window-3' for the bundled model that sees frames t-1, t, t+1 (movies of consecutive "
-        "frames only), or 'classical' for the Gaussian-fit baseline",
+        default="auto",
+        metavar="auto|bundled|bundled:window-3|PATH|classical",
+        help="auto (default): the bundled model that sees frames t-1, t, t+1 when the stack is a "
+        "movie (emitters persist across consecutive frames), else the bundled one-frame model; "
+        "'bundled' or 'bundled:window-3' for one of them; a model file; or 'classical' for the "
+        "Gaussian-fit baseline",
     )
     p.add_argument("--mode", choices=("progressive", "super_resolution"), default="progressive")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
@@ -257,6 +258,16 @@ def _run_predict(args: argparse.Namespace) -> int:
                     refine=not args.no_refine,
                     confirm=not args.no_confirm,
                 )
+                from .autoselect import choose_bundled
+                from .predict import load_model, predict
+
+                chosen = ""
+                if args.model == "auto":
+                    model, choice = choose_bundled(frames, camera, device="cpu")
+                    name, chosen = f"bundled:{choice.name}", f"; {choice.describe()}"
+                else:
+                    model = load_model(None if args.model == "bundled" else args.model, device="cpu")
+                    name = None if args.model == "bundled" else args.model
                 if args.dask_scheduler:
                     from .cluster import predict_on_cluster
 
@@ -264,7 +275,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                     result = predict_on_cluster(
                         args.frames,
                         args.dask_scheduler,
-                        model=args.model,
+                        model=name,
                         camera=camera,
                         chunk_frames=args.chunk_frames,
                         sink=write,
@@ -272,11 +283,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                         **options,
                     )
                 else:
-                    from .predict import load_model, predict
-
-                    model = load_model(args.model, device="cpu")
                     result = predict(frames, model, camera, sink=write, progress=bar.update, **options)
-                where = f"VAR on {result.device}"
+                where = f"VAR on {result.device}{chosen}"
             n_locs = write.rows if kind == "csv" else sum(len(p) for p in parts)
             if kind != "csv":
                 write_localizations(

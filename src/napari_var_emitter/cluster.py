@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .camera import Camera
+from .checkpoint import BUNDLED_PREFIX
 from .errors import InputError
 from .localizations import Localizations
 
@@ -93,7 +94,8 @@ def predict_on_cluster(
     """Localizations of the TIFF stack at ``path``, computed on the cluster ``scheduler`` (an
     address such as ``tcp://host:8786``, or a ``distributed.Client``).
 
-    ``model``: a checkpoint path the workers can read (None: the bundled weights). ``options``:
+    ``model``: a checkpoint path the workers can read, or a bundled name such as
+    ``"bundled:window-3"`` (None: the bundled one-frame weights). ``options``:
     keyword arguments of :func:`.predict.iter_predict` (mode, threshold, device, batch_size, ...).
     Finished chunks go to ``sink`` in frame order (and are then not kept), else they are gathered.
     Returns a :class:`.predict.PredictionResult` (no maps).
@@ -118,7 +120,7 @@ def predict_on_cluster(
     ranges = [(a, min(a + chunk, n_frames)) for a in range(0, n_frames, chunk)]
     job = ChunkJob(
         path=str(path),
-        model=None if model is None else str(Path(model).resolve()),
+        model=model if model is None or str(model).startswith(BUNDLED_PREFIX) else str(Path(model).resolve()),
         camera=None if camera is None else camera.to_dict(),
         options=dict(options),
     )

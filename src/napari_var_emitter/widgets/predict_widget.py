@@ -29,6 +29,7 @@ from .workers import relay_errors
 if TYPE_CHECKING:
     import napari
 
+AUTO = "bundled, auto"  # autoselect: the 3-frame model for movies, else the one-frame one
 BUNDLED = "bundled"
 WINDOW_3 = "bundled:window-3"  # checkpoint.BUNDLED_MODELS
 CHECKPOINT_FILE = "checkpoint file"
@@ -45,7 +46,7 @@ class PredictJob:
     ndim: int  # 2 (one frame) or 3 (T, Y, X)
     first: int  # first frame (0-based, inclusive)
     stop: int  # last frame + 1
-    model: Any
+    model: Any  # the one-frame bundled model where ``auto``
     camera: Camera
     mode: str  # "progressive" or "super_resolution"
     sr_factor: int
@@ -56,6 +57,7 @@ class PredictJob:
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     render_factor: int
+    auto: bool = False  # choose the bundled model from the frames (autoselect.choose)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class PredictOutcome:
 
     job: PredictJob
     result: Any  # predict.PredictionResult; frames 0-based in the whole stack
+    choice: Any = None  # autoselect.Choice where the job was ``auto``
 
     @property
     def localizations(self) -> Localizations:
@@ -75,10 +78,18 @@ def run_prediction(job: PredictJob):
     memory-mapped stack is never loaded whole), then return a PredictOutcome."""
     from .. import predict
 
+    model, choice = job.model, None
+    if job.auto:  # reads a sample of the frames: here, in the worker, not on the UI thread
+        from ..autoselect import MOVIE_MODEL, choose
+
+        frames = job.data if job.ndim == 2 else job.data[job.first : job.stop]
+        choice = choose(frames, job.camera, job.device, frame_model=job.model)
+        if choice.name == MOVIE_MODEL:
+            model = predict.load_model(f"bundled:{MOVIE_MODEL}", device=job.device)
     result = yield from relay_errors(
         predict.iter_predict(
             job.data,
-            job.model,
+            model,
             job.camera,
             mode=job.mode,
             sr_factor=job.sr_factor,
@@ -89,7 +100,7 @@ def run_prediction(job: PredictJob):
             frame_range=None if job.ndim == 2 else (job.first, job.stop),
         )
     )
-    return PredictOutcome(job=job, result=result)
+    return PredictOutcome(job=job, result=result, choice=choice)
 
 
 def level_names(model, frame_shape: tuple[int, int], sr_factor: int = 1) -> list[str]:
@@ -271,6 +282,7 @@ class PredictWidget(QWidget):
     def _model_choices(self, _widget=None):
         trained = [(f"trained: {name}", str(path)) for name, path in SESSION.models().items()]
         return [
+            ("bundled, auto (3 frames for movies)", AUTO),
             ("bundled", BUNDLED),
             ("bundled, 3 frames (movies)", WINDOW_3),
             *trained,
@@ -338,6 +350,8 @@ class PredictWidget(QWidget):
         from .. import predict
 
         choice = self.model.value
+        if choice == AUTO:  # the one-frame model until the frames choose (run_prediction)
+            choice = BUNDLED
         if choice in (BUNDLED, WINDOW_3):  # bundled weights never change on disk
             path, key = (None if choice == BUNDLED else choice), choice
         else:
@@ -390,6 +404,7 @@ class PredictWidget(QWidget):
             scale=tuple(float(v) for v in layer.scale),
             translate=tuple(float(v) for v in layer.translate),
             render_factor=int(self.render_factor.value),
+            auto=self.model.value == AUTO,
         )
 
     def run(self) -> None:
@@ -454,9 +469,10 @@ class PredictWidget(QWidget):
         self._outputs[job.source] = names
         self.progress.setValue(self.progress.maximum())
         self.export_button.setEnabled(True)
+        chosen = f", {outcome.choice.describe()}" if outcome.choice is not None else ""
         self.status.setText(
             f"{len(outcome.localizations)} emitters in {job.stop - job.first} frame(s), "
-            f"device: {result.device}"
+            f"device: {result.device}{chosen}"
         )
 
     def _on_errored(self, exc: Exception) -> None:
