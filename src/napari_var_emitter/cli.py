@@ -176,6 +176,12 @@ def _add_predict(sub) -> None:
         "confirmation either; a little faster)",
     )
     group.add_argument(
+        "--no-pool",
+        action="store_true",
+        help="with a model that sees several frames (movies): do not average each fit with the "
+        "same emitter's in the frames before and after",
+    )
+    group.add_argument(
         "--no-confirm",
         action="store_true",
         help="keep only detections above the threshold (the fit does not confirm dim candidates below it)",
@@ -257,6 +263,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                     batch_pixels=args.batch_pixels,
                     refine=not args.no_refine,
                     confirm=not args.no_confirm,
+                    pool=False if args.no_pool else None,
                 )
                 from .autoselect import choose_bundled
                 from .predict import load_model, predict

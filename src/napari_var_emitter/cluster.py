@@ -55,12 +55,21 @@ def predict_chunk(job: ChunkJob, start: int, stop: int) -> dict:
     device = str(resolve_device(job.options.get("device", "auto")))
     model = _worker_model(job.model, device, threading.get_ident())
     camera = Camera.from_dict(job.camera) if job.camera is not None else None
+    options = dict(job.options)
+    pool = options.pop("pool", None)  # pooling crosses chunks: the client does it (predict_on_cluster)
+    pool = model.config.frame_window > 1 if pool is None else bool(pool)
     frames = open_frames(job.path)
     try:
-        result = predict(frames, model, camera, frame_range=(start, stop), **job.options)
+        result = predict(frames, model, camera, frame_range=(start, stop), pool=False, **options)
     finally:
         close_frames(frames)
-    return {"locs": result.localizations, "device": result.device, "grid_factor": result.grid_factor}
+    return {
+        "locs": result.localizations,
+        "position_sd": result.position_sd,
+        "pool": pool and options.get("refine", True),
+        "device": result.device,
+        "grid_factor": result.grid_factor,
+    }
 
 
 def _client(scheduler):
@@ -102,6 +111,7 @@ def predict_on_cluster(
     """
     from pathlib import Path
 
+    from .pooling import TemporalPooler
     from .predict import PredictionResult
     from .stream import close_frames, open_frames
 
@@ -136,6 +146,15 @@ def predict_on_cluster(
         index_of, finished, parts = {}, {}, []
         device, grid_factor = str(options.get("device", "auto")), 1.0
         next_submit = next_write = done_frames = n_locs = 0
+        pooler = None
+
+        def emit(locs):
+            nonlocal n_locs
+            n_locs += len(locs)
+            if sink is not None:
+                sink(locs)
+            else:
+                parts.append(locs)
 
         def submit():
             nonlocal next_submit
@@ -156,15 +175,16 @@ def predict_on_cluster(
             while next_write in finished:  # write in frame order
                 out = finished.pop(next_write)
                 locs, device, grid_factor = out["locs"], out["device"], out["grid_factor"]
-                n_locs += len(locs)
-                if sink is not None:
-                    sink(locs)
-                else:
-                    parts.append(locs)
+                if out["pool"]:  # as iter_predict does, across the chunks' borders too
+                    pooler = pooler or TemporalPooler()
+                    locs = pooler.feed(locs, out["position_sd"], ranges[next_write][1])
+                emit(locs)
                 done_frames += ranges[next_write][1] - ranges[next_write][0]
                 next_write += 1
                 if progress is not None:
                     progress(done_frames, n_frames)
+        if pooler is not None:
+            emit(pooler.flush())
     finally:
         if owned:
             client.close()

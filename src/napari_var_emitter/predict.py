@@ -24,6 +24,7 @@ from .io import check_frame_shape, check_values
 from .localizations import Localizations
 from .model.runtime import PRECISIONS, InferenceRunner
 from .neighbours import dedupe
+from .pooling import TemporalPooler
 from .postprocess import extract
 from .refine import CONFIRM_FLOOR, confirmed
 from .refine import refine as refine_fit
@@ -62,6 +63,9 @@ class PredictionResult:
     mode: str = "progressive"
     grid_factor: float = 1.0
     n_localizations: int = 0  # all of them, also those that went to a sink and are not kept here
+    # unpooled runs (pool=False) without a sink: each localization's fit uncertainty (pixels, NaN
+    # where not fitted), what pooling.TemporalPooler needs (the cluster pools on the client)
+    position_sd: np.ndarray | None = None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -193,6 +197,7 @@ def iter_predict(
     sink: Callable[[Localizations], None] | None = None,
     refine: bool = True,
     confirm: bool = True,
+    pool: bool | None = None,
 ) -> Generator[PredictProgress, None, PredictionResult]:
     """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
 
@@ -208,6 +213,9 @@ def iter_predict(
     Cramer-Rao bound and lose the network's pull toward pixel centres. With ``refine``,
     ``confirm`` also keeps candidates below ``threshold`` (down to ``refine.CONFIRM_FLOOR``) that
     the fit confirms as spots (:func:`.refine.confirmed`); without it only ``threshold`` decides.
+    ``pool`` (None: for models that see several frames, which are for movies) averages each fitted
+    localization with those of the same emitter in the frames before and after (:mod:`.pooling`);
+    it needs ``refine``.
 
     Memory: only the frames of one chunk (plus the frame window's neighbours) are read at a time.
     The localizations of each chunk go to ``sink`` if given, and are then not kept (the result's
@@ -239,6 +247,8 @@ def iter_predict(
     if not math.isfinite(threshold) or threshold <= 0:
         raise InputError(f"detection threshold must be > 0, got {threshold}")
     candidates = min(threshold, CONFIRM_FLOOR) if (refine and confirm) else threshold
+    pool = model.config.frame_window > 1 if pool is None else bool(pool)
+    pooler = TemporalPooler() if (refine and pool) else None
     cfg = net.config
     n_prog = len(cfg.patch_nums)
     if mode == "super_resolution":
@@ -268,8 +278,15 @@ def iter_predict(
     }
     half = cfg.frame_window // 2
     psf_sigma_px = model.psf_sigma_nm / camera.pixel_size_nm
-    parts = []
+    parts, sd_parts = [], []
     n_locs = 0
+
+    def emit(locs: Localizations) -> None:
+        if sink is not None:
+            sink(locs)
+        else:
+            parts.append(locs)
+
     for t0 in range(start, stop, chunk_frames):
         t1 = min(t0 + chunk_frames, stop)
         lo, hi = max(t0 - half, 0), min(t1 + half, T)
@@ -310,7 +327,7 @@ def iter_predict(
                 camera,
                 psf_sigma_px,
             )
-            det.update({k: fit[k] for k in ("x", "y", "photons", "background", "uncertainty")})
+            det.update({k: fit[k] for k in ("x", "y", "photons", "background", "uncertainty", "position_sd")})
             det["bkgstd"] = fit["background"].clamp_min(0.0).sqrt()
             if confirm:
                 keep = confirmed(det["probability"], fit, threshold)
@@ -324,12 +341,18 @@ def iter_predict(
             probability=det["probability"].astype(np.float64),
             grid_factor=1.0 / final_stride,
         )
-        n_locs += len(locs)
-        if sink is not None:
-            sink(locs)
+        position_sd = det["position_sd"].astype(np.float64) if refine else np.full(len(locs), np.nan)
+        if pooler is not None:
+            locs = pooler.feed(locs, position_sd, t1)
         else:
-            parts.append(locs)
+            sd_parts.append(position_sd)
+        n_locs += len(locs)
+        emit(locs)
         yield PredictProgress(t1 - start, stop - start)
+    if pooler is not None:
+        rest = pooler.flush()
+        n_locs += len(rest)
+        emit(rest)
     names = [f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in cfg.strides]
     return PredictionResult(
         localizations=Localizations.concatenate(parts),
@@ -338,6 +361,7 @@ def iter_predict(
         mode=mode,
         grid_factor=1.0 / final_stride,
         n_localizations=n_locs,
+        position_sd=np.concatenate(sd_parts) if (pooler is None and sink is None and sd_parts) else None,
     )
 
 

@@ -238,6 +238,7 @@ def _refine(frames, frame, x0, y0, n0, b0, u0, camera, sigma, box, rounds, n_ite
     _, H, W = frames.shape
     result = {"x": x0.clone(), "y": y0.clone(), "photons": n0.clone(), "background": b0.clone()}
     result["uncertainty"] = u0.clone()
+    result["position_sd"] = torch.full_like(x0, math.nan)  # the fit's own part of the uncertainty
     result["photons_sd"] = torch.full_like(x0, math.nan)  # the fit's Cramer-Rao bound of the photons
     result["crowding"] = torch.full_like(x0, math.nan)  # the neighbours' share of the light in the box
     result["fitted"] = torch.zeros(N, dtype=torch.bool, device=x0.device)
@@ -309,8 +310,10 @@ def _refine(frames, frame, x0, y0, n0, b0, u0, camera, sigma, box, rounds, n_ite
     light = others_all.sum(dim=(1, 2))
     crowding = light / (light + theta[:, 2].clamp_min(1.0))  # neighbours' share of the box's signal
     share = SHARE_ALONE + (SHARE_CROWDED - SHARE_ALONE) * crowding
-    fit_sigma = torch.sqrt(crlb**2 * reduced.clamp_min(1.0) + (share * u0[fit]) ** 2)
+    position_sd = crlb * reduced.clamp_min(1.0).sqrt()
+    fit_sigma = torch.sqrt(position_sd**2 + (share * u0[fit]) ** 2)
     result["uncertainty"][done] = fit_sigma[ok]
+    result["position_sd"][done] = position_sd[ok]
     result["photons_sd"][done] = cov[ok, 2, 2].clamp_min(0).sqrt()
     result["crowding"][done] = crowding[ok]
     result["fitted"][done] = True
