@@ -87,11 +87,14 @@ def choose(frames, camera: Camera | None = None, device="cpu", frame_model: Emit
     return Choice(FRAME_MODEL, f"not a movie: {detail}", share, chance)
 
 
-def choose_bundled(frames, camera: Camera | None = None, device="cpu") -> tuple[EmitterModel, Choice]:
-    """The bundled model for ``frames`` (loaded on ``device``) and the :class:`Choice` behind it."""
+def choose_bundled(
+    frames, camera: Camera | None = None, device="cpu", frame_model: EmitterModel | None = None
+) -> tuple[EmitterModel, Choice]:
+    """The bundled model for ``frames`` (loaded on ``device``) and the :class:`Choice` behind it;
+    ``frame_model``: the one-frame bundled model if already loaded."""
     from .predict import load_model
 
-    frame_model = load_model(None, device=device)
+    frame_model = frame_model if frame_model is not None else load_model(None, device=device)
     choice = choose(frames, camera, device, frame_model)
     if choice.name == FRAME_MODEL:
         return frame_model, choice

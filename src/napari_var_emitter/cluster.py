@@ -49,6 +49,7 @@ def _worker_model(model: str | None, device: str, thread: int):
 def predict_chunk(job: ChunkJob, start: int, stop: int) -> dict:
     """Run on a worker: the localizations of frames [start, stop) of ``job.path`` (``locs``), with
     the run's ``device`` and ``grid_factor``."""
+    from .pooling import pooling_on
     from .predict import predict, resolve_device
     from .stream import close_frames, open_frames
 
@@ -57,7 +58,6 @@ def predict_chunk(job: ChunkJob, start: int, stop: int) -> dict:
     camera = Camera.from_dict(job.camera) if job.camera is not None else None
     options = dict(job.options)
     pool = options.pop("pool", None)  # pooling crosses chunks: the client does it (predict_on_cluster)
-    pool = model.config.frame_window > 1 if pool is None else bool(pool)
     frames = open_frames(job.path)
     try:
         result = predict(frames, model, camera, frame_range=(start, stop), pool=False, **options)
@@ -66,7 +66,7 @@ def predict_chunk(job: ChunkJob, start: int, stop: int) -> dict:
     return {
         "locs": result.localizations,
         "position_sd": result.position_sd,
-        "pool": pool and options.get("refine", True),
+        "pool": pooling_on(model.config.frame_window, pool, options.get("refine", True)),
         "device": result.device,
         "grid_factor": result.grid_factor,
     }

@@ -20,6 +20,8 @@ frame of each chunk until the next arrives, so the result does not depend on the
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -75,12 +77,16 @@ def pool_positions(frame, x, y, uncertainty, position_sd):
     return px.numpy(), py.numpy(), pu.numpy()
 
 
+def pooling_on(frame_window: int, pool: bool | None, refine: bool) -> bool:
+    """Whether a run pools: ``pool`` None means for models that see several frames (movies); it
+    needs the fit (``refine``)."""
+    return bool(refine) and (frame_window > 1 if pool is None else bool(pool))
+
+
 def pool(locs: Localizations, position_sd: np.ndarray) -> Localizations:
     """``locs`` with pooled positions and uncertainties (all rows, any order)."""
     x, y, u = pool_positions(locs.frame, locs.x, locs.y, locs.uncertainty, position_sd)
-    out = locs.subset(slice(None))
-    out.x, out.y, out.uncertainty = x, y, u
-    return out
+    return dataclasses.replace(locs, x=x, y=y, uncertainty=u)
 
 
 class TemporalPooler:

@@ -24,7 +24,7 @@ from .io import check_frame_shape, check_values
 from .localizations import Localizations
 from .model.runtime import PRECISIONS, InferenceRunner
 from .neighbours import dedupe
-from .pooling import TemporalPooler
+from .pooling import TemporalPooler, pooling_on
 from .postprocess import extract
 from .refine import CONFIRM_FLOOR, confirmed
 from .refine import refine as refine_fit
@@ -247,8 +247,7 @@ def iter_predict(
     if not math.isfinite(threshold) or threshold <= 0:
         raise InputError(f"detection threshold must be > 0, got {threshold}")
     candidates = min(threshold, CONFIRM_FLOOR) if (refine and confirm) else threshold
-    pool = model.config.frame_window > 1 if pool is None else bool(pool)
-    pooler = TemporalPooler() if (refine and pool) else None
+    pooler = TemporalPooler() if pooling_on(model.config.frame_window, pool, refine) else None
     cfg = net.config
     n_prog = len(cfg.patch_nums)
     if mode == "super_resolution":
@@ -282,6 +281,8 @@ def iter_predict(
     n_locs = 0
 
     def emit(locs: Localizations) -> None:
+        nonlocal n_locs
+        n_locs += len(locs)
         if sink is not None:
             sink(locs)
         else:
@@ -346,13 +347,10 @@ def iter_predict(
             locs = pooler.feed(locs, position_sd, t1)
         else:
             sd_parts.append(position_sd)
-        n_locs += len(locs)
         emit(locs)
         yield PredictProgress(t1 - start, stop - start)
     if pooler is not None:
-        rest = pooler.flush()
-        n_locs += len(rest)
-        emit(rest)
+        emit(pooler.flush())
     names = [f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in cfg.strides]
     return PredictionResult(
         localizations=Localizations.concatenate(parts),

@@ -80,12 +80,10 @@ def run_prediction(job: PredictJob):
 
     model, choice = job.model, None
     if job.auto:  # reads a sample of the frames: here, in the worker, not on the UI thread
-        from ..autoselect import MOVIE_MODEL, choose
+        from ..autoselect import choose_bundled
 
         frames = job.data if job.ndim == 2 else job.data[job.first : job.stop]
-        choice = choose(frames, job.camera, job.device, frame_model=job.model)
-        if choice.name == MOVIE_MODEL:
-            model = predict.load_model(f"bundled:{MOVIE_MODEL}", device=job.device)
+        model, choice = choose_bundled(frames, job.camera, job.device, frame_model=job.model)
     result = yield from relay_errors(
         predict.iter_predict(
             job.data,
