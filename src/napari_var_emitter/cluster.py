@@ -112,7 +112,7 @@ def predict_on_cluster(
     from pathlib import Path
 
     from .pooling import TemporalPooler
-    from .predict import PredictionResult
+    from .predict import Output, PredictionResult
     from .stream import close_frames, open_frames
 
     if "maps" in options or "frame_range" in options:
@@ -143,18 +143,10 @@ def predict_on_cluster(
             threads = sum(client.nthreads().values()) or 1
             max_in_flight = 2 * threads
         pending = distributed.as_completed()
-        index_of, finished, parts = {}, {}, []
+        index_of, finished, emit = {}, {}, Output(sink)
         device, grid_factor = str(options.get("device", "auto")), 1.0
-        next_submit = next_write = done_frames = n_locs = 0
+        next_submit = next_write = done_frames = 0
         pooler = None
-
-        def emit(locs):
-            nonlocal n_locs
-            n_locs += len(locs)
-            if sink is not None:
-                sink(locs)
-            else:
-                parts.append(locs)
 
         def submit():
             nonlocal next_submit
@@ -189,9 +181,9 @@ def predict_on_cluster(
         if owned:
             client.close()
     return PredictionResult(
-        localizations=Localizations.concatenate(parts),
+        localizations=emit.gathered(),
         device=f"{device} on a Dask cluster",
         mode=options.get("mode", "progressive"),
         grid_factor=grid_factor,
-        n_localizations=n_locs,
+        n_localizations=emit.rows,
     )

@@ -68,6 +68,24 @@ class PredictionResult:
     position_sd: np.ndarray | None = None
 
 
+class Output:
+    """Where a run's localizations go, chunk by chunk: to ``sink`` if given (then not kept), else
+    gathered; ``rows`` counts them either way."""
+
+    def __init__(self, sink: Callable[[Localizations], None] | None = None) -> None:
+        self.sink, self.parts, self.rows = sink, [], 0
+
+    def __call__(self, locs: Localizations) -> None:
+        self.rows += len(locs)
+        if self.sink is not None:
+            self.sink(locs)
+        else:
+            self.parts.append(locs)
+
+    def gathered(self) -> Localizations:
+        return Localizations.concatenate(self.parts)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """ "auto" takes CUDA, then Apple MPS, then the CPU; an unavailable explicit device is an error."""
     name = str(device)
@@ -277,16 +295,7 @@ def iter_predict(
     }
     half = cfg.frame_window // 2
     psf_sigma_px = model.psf_sigma_nm / camera.pixel_size_nm
-    parts, sd_parts = [], []
-    n_locs = 0
-
-    def emit(locs: Localizations) -> None:
-        nonlocal n_locs
-        n_locs += len(locs)
-        if sink is not None:
-            sink(locs)
-        else:
-            parts.append(locs)
+    emit, sd_parts = Output(sink), []
 
     for t0 in range(start, stop, chunk_frames):
         t1 = min(t0 + chunk_frames, stop)
@@ -353,12 +362,12 @@ def iter_predict(
         emit(pooler.flush())
     names = [f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in cfg.strides]
     return PredictionResult(
-        localizations=Localizations.concatenate(parts),
+        localizations=emit.gathered(),
         maps={m: ProbabilityMap(m, names[m], map_data[m], (cfg.strides[m], cfg.strides[m])) for m in maps},
         device=str(torch_device),
         mode=mode,
         grid_factor=1.0 / final_stride,
-        n_localizations=n_locs,
+        n_localizations=emit.rows,
         position_sd=np.concatenate(sd_parts) if (pooler is None and sink is None and sd_parts) else None,
     )
 
