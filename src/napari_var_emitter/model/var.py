@@ -248,6 +248,8 @@ class AdaLNSelfAttn(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x_BLC, cond_BLC, attn_bias=None, kv_cache=None):
+        """cond_BLC: the level condition, (B or 1, L or 1, C): broadcast over frames and tokens, so
+        one level's condition is one row, not a copy per token (the modulations are per level)."""
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond_BLC).chunk(6, dim=-1)
         x_BLC = x_BLC + self.attn(self.ln(x_BLC) * (1 + scale1) + shift1, attn_bias, kv_cache) * gamma1
         return x_BLC + self.mlp(self.ln(x_BLC) * (1 + scale2) + shift2) * gamma2
@@ -472,14 +474,15 @@ class TrueVAREmitterPredictor(nn.Module):
         # attention levels
         hidden = None
         if A > 0:
-            cond = torch.cat(
-                [
-                    self.cond_embed.weight[i][None, None].expand(B, h * w, -1)
-                    for i, (h, w) in enumerate(grids[:A])
-                ],
-                1,
-            )
             if teacher_tokens is not None:
+                # (1, L, C): each token's level condition, shared by the batch
+                cond = torch.cat(
+                    [
+                        self.cond_embed.weight[i][None, None].expand(1, h * w, -1)
+                        for i, (h, w) in enumerate(grids[:A])
+                    ],
+                    1,
+                )
                 tok = torch.cat([self._attn_tokens(i, inputs[i], enc, B, grids[i]) for i in range(A)], dim=1)
                 bias = self._attn_bias(grids[:A], x.device)
                 for block in self.blocks:
@@ -491,13 +494,11 @@ class TrueVAREmitterPredictor(nn.Module):
                     start += h * w
             else:
                 caches = [[] for _ in self.blocks]
-                start = 0
                 for i, (h, w) in enumerate(grids[:A]):
                     tok = self._attn_tokens(i, inputs[i], enc, B, (h, w))
-                    cond_i = cond[:, start : start + h * w]
+                    cond_i = self.cond_embed.weight[i][None, None]  # (1, 1, C): one level
                     for block, cache in zip(self.blocks, caches, strict=False):
                         tok = block(tok, cond_i, kv_cache=cache)
-                    start += h * w
                     hidden = tok.transpose(1, 2).reshape(B, -1, h, w)
                     raw = self._head(i, hidden)
                     raw_outputs.append(raw)
