@@ -296,6 +296,8 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_var_emitter.predict import DEFAULT_BATCH_SIZE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64,128,256,512,2048", help="frame sizes [px] of the size sweep")
     parser.add_argument("--size-frames", type=int, default=100, help="frames per stack of the size sweep")
@@ -306,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a small run (see the module docstring)")
     parser.add_argument("--device", default="auto", help="device of the VAR model")
-    parser.add_argument("--batch-size", type=int, default=16, help="VAR frames (or tiles) per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="VAR frames (or tiles) per forward pass"
+    )
     parser.add_argument(
         "--tile-size", type=int, default=256, help="VAR tiles frames larger than this; 0: never"
     )

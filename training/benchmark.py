@@ -3,7 +3,7 @@
 python training/benchmark.py [--frames 100] [--methods classical,picasso,var] [--sets LD-high,...]
                              [--shared-data ../shared/data] [--csv OUT.csv] [--device auto]
                              [--var-model auto|bundled|M] [--precision auto|fp32|bf16] [--compile]
-                             [--batch-size 32]
+                             [--batch-size 64]
 
 Sets (all 64 x 64 px of 100 nm, the default EMCCD camera of CONVENTIONS section 2, Gaussian PSF of
 sigma 120 nm (FWHM 283 nm), uniform emitters, background 50-100 photons per pixel, blinking as in
@@ -56,6 +56,7 @@ from napari_var_emitter.errors import VarEmitterError
 from napari_var_emitter.io import read_frames
 from napari_var_emitter.localizations import Localizations, read_csv
 from napari_var_emitter.metrics import evaluate, subpixel_flatness
+from napari_var_emitter.predict import DEFAULT_BATCH_SIZE
 from napari_var_emitter.simulate import SimulationConfig, simulate_movie
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--precision", default="auto", help="VAR model: auto, fp32 or bf16")
     parser.add_argument("--compile", action="store_true", help="VAR model: torch.compile (CPU: ~30 s once)")
-    parser.add_argument("--batch-size", type=int, default=32, help="VAR model: frames per batch")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="VAR model: frames per forward pass, at most",
+    )
     parser.add_argument("--threshold", type=float, default=None, help="VAR model: detection threshold")
     parser.add_argument(
         "--validation",

@@ -115,6 +115,7 @@ def _clock(seconds: float) -> str:
 
 
 def _add_predict(sub) -> None:
+    from .predict import DEFAULT_BATCH_SIZE
     from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE
 
     p = sub.add_parser("predict", help="localize emitters in a TIFF stack and write a ThunderSTORM CSV")
@@ -146,7 +147,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--psf-sigma-nm", type=float, default=None, help="classical only: PSF sigma [nm]")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     group = p.add_argument_group("throughput (VAR)")
-    group.add_argument("--batch-size", type=int, default=16, help="frames (or tiles) per forward pass")
+    group.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="frames (or tiles) per forward pass"
+    )
     group.add_argument(
         "--batch-pixels",
         type=int,

@@ -112,7 +112,7 @@ def predict_on_cluster(
     from pathlib import Path
 
     from .pooling import TemporalPooler
-    from .predict import Output, PredictionResult
+    from .predict import DEFAULT_BATCH_SIZE, Output, PredictionResult
     from .stream import close_frames, open_frames
 
     if "maps" in options or "frame_range" in options:
@@ -123,7 +123,7 @@ def predict_on_cluster(
         n_frames = int(frames.shape[0]) if len(frames.shape) == 3 else 1
     finally:
         close_frames(frames)
-    batch = int(options.get("batch_size", 16))
+    batch = int(options.get("batch_size", DEFAULT_BATCH_SIZE))
     if batch < 1 or int(chunk_frames) < 1:
         raise InputError("batch size and frames per chunk must be >= 1")
     chunk = -(-int(chunk_frames) // batch) * batch  # whole batches: the single-process run's batches

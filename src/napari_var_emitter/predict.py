@@ -37,6 +37,9 @@ DUPLICATE_PX = 0.5
 # Pixels per forward pass on the CPU when ``batch_pixels`` is not given: the default model holds
 # about 1.2 kB of activations per pixel, so ~300 MB; larger batches are no faster on a CPU.
 CPU_BATCH_PIXELS = 1 << 18
+# Frames (or tiles) per forward pass, at most: 64 x 64 px frames fill CPU_BATCH_PIXELS (measured:
+# 1.2-1.35x faster than 16 on this 2-core CPU; training/RESULTS.md).
+DEFAULT_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def iter_predict(
     sr_factor: int = 2,
     threshold: float | None = None,
     device: str | torch.device = "auto",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     maps=(),
     frame_range: tuple[int, int] | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
