@@ -211,3 +211,41 @@ def test_conv_block_modulation_shared_or_per_frame_is_the_same():
     shared = block(h, cond)  # fused into the channel norm's affine
     per_frame = block(h, cond.expand(3, -1))  # the explicit modulation
     torch.testing.assert_close(shared, per_frame, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_levels", [4, 5])  # progressive, and the super-resolution level
+def test_sparse_last_level_gives_the_dense_numbers_where_it_computes(net, frames, num_levels):
+    from napari_var_emitter.model.var import EMPTY_LOGIT, dilate
+
+    with torch.no_grad():
+        dense = net(frames, num_levels=num_levels)
+        before = torch.sigmoid(dense[-2]["logits"])
+        gate = float(before.flatten().quantile(0.97))  # a few cells of the level before are open
+        sparse = net(frames, num_levels=num_levels, sparse_gate=gate)
+    for d, s in zip(dense[:-1], sparse[:-1], strict=True):  # the levels before are untouched
+        assert torch.equal(d["logits"], s["logits"])
+    computed = sparse[-1]["logits"] != EMPTY_LOGIT
+    under = (before > gate).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    assert torch.equal(computed, dilate(under, 1))  # under the open cells, and their neighbours
+    assert 0 < computed.float().mean() < 0.5
+    for key in ("logits", "offset", "photons", "sigma", "photon_sigma", "background"):
+        d, s = dense[-1][key], sparse[-1][key]
+        where = computed if d.ndim == 3 else computed[:, None].expand_as(d)
+        torch.testing.assert_close(s[where], d[where], rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_last_level_runs_densely_where_most_cells_are_open(net, frames):
+    with torch.no_grad():
+        dense = net(frames)
+        sparse = net(frames, sparse_gate=1e-9)  # every cell open: the dense path
+    assert torch.equal(sparse[-1]["logits"], dense[-1]["logits"])
+
+
+def test_dilate_is_a_square_max_filter():
+    from napari_var_emitter.model.var import dilate
+
+    torch.manual_seed(3)
+    mask = torch.rand(3, 9, 11) > 0.9
+    for r in (0, 1, 2, 4):
+        ref = torch.nn.functional.max_pool2d(mask.float()[:, None], 2 * r + 1, 1, r)[:, 0] > 0
+        assert torch.equal(dilate(mask, r), ref)

@@ -210,3 +210,22 @@ def test_both_bundled_models_load_and_find_emitters():
         assert 0.8 * len(movie.truth) <= len(locs.localizations) <= 1.2 * len(movie.truth)
     with pytest.raises(CheckpointError, match="no bundled model 'nope'"):
         load_checkpoint("bundled:nope")
+
+
+def test_the_sparse_finest_level_gives_the_dense_localizations():
+    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+
+    model = load_checkpoint(None, torch.device("cpu"))
+    movie = simulate_movie(SimulationConfig(frame_size=(48, 48), density_per_um2=0.5), 12, seed=11)
+    frames = movie.frames.numpy()
+    dense = predict(frames, model, device="cpu", sparse=False, maps=(3,))
+    sparse = predict(frames, model, device="cpu", sparse=True, maps=(3,))
+    assert len(dense.localizations) > 20
+    for column in ("frame", "x", "y", "photons", "uncertainty", "probability"):
+        np.testing.assert_array_equal(
+            getattr(sparse.localizations, column), getattr(dense.localizations, column)
+        )
+    kept = sparse.maps[3].data > 1e-10
+    assert kept.mean() < 0.5  # most of the finest level was skipped ...
+    np.testing.assert_array_equal(sparse.maps[3].data[kept], dense.maps[3].data[kept])
+    assert dense.maps[3].data[~kept].max() < 0.01  # ... where the dense level sees nothing

@@ -17,6 +17,11 @@ glibc returns every large tensor's memory to the system when it is freed, so the
 same size page-faults its way back in; at 64 x 64 x 16 frames that tripled the time of a conv-GELU-
 conv sequence. PyTorch's CPU tuning guide recommends jemalloc or tcmalloc for the same reason.
 
+With ``sparse``, the last level is computed only around the cells where the level before sees
+emitters (``TrueVAREmitterPredictor.forward``'s ``sparse_gate``, ``SPARSE_GATE``): the same
+numbers at those cells, probability ~0 elsewhere; on sparse frames most of the finest level's
+work is skipped. Not with ``compile`` (the number of cells changes from batch to batch).
+
 A compiled graph is specialised to one input shape, so batches are padded to the runner's batch
 size and the padding is dropped from the outputs: a stack compiles once per frame size.
 """
@@ -31,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .var import TrueVAREmitterPredictor
+from .var import SPARSE_GATE, TrueVAREmitterPredictor
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # glibc mallopt parameters: serve allocations up to this size from the heap (not fresh mmaps) and
@@ -104,6 +109,7 @@ class InferenceRunner:
         device: torch.device,
         precision: str = "auto",
         compile: bool = False,
+        sparse: bool = False,
     ):
         self.device = device
         self.dtype = resolve_precision(precision, device)
@@ -114,6 +120,8 @@ class InferenceRunner:
             net = bfloat16_copy(net)
         self.net = net.to(memory_format=torch.channels_last)
         self.compiled = compile
+        # the sparse last level's cell count depends on the data: not for a compiled graph
+        self.sparse_gate = SPARSE_GATE if (sparse and not compile) else None
         self._forward = torch.compile(self.net, dynamic=False) if compile else self.net
         self._batch = 0  # compiled: the padded batch size, fixed by the first call
 
@@ -129,7 +137,7 @@ class InferenceRunner:
                 x = torch.cat([x, x[-1:].expand(self._batch - B, *x.shape[1:])])
         x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            outputs = self._forward(x, num_levels=num_levels)
+            outputs = self._forward(x, num_levels=num_levels, sparse_gate=self.sparse_gate)
         if x.shape[0] != B:
             outputs = [{k: (v[:B] if torch.is_tensor(v) else v) for k, v in o.items()} for o in outputs]
         return outputs

@@ -59,6 +59,14 @@ class GELU(nn.GELU):
 
 NUM_OUTPUTS = 8  # logit, dx, dy, photons, sigma_x, sigma_y, photon_sigma, background
 PHOTON_NORM = 1000.0  # photons predicted in units of PHOTON_NORM
+# Sparse last level (inference, ``sparse_gate``): cells left out get this logit (probability 1e-13),
+# and a batch where more than this fraction of cells would be computed runs the level densely.
+EMPTY_LOGIT = -30.0
+SPARSE_MAX_FRACTION = 0.5
+# The gate of inference (runtime.InferenceRunner): on the validation movies, no candidate of the
+# dense finest level (integrated probability >= 0.1) lay outside the cells it opens at 0.01 or
+# 0.03; at 0.1 a few did (training/RESULTS.md).
+SPARSE_GATE = 0.01
 
 
 def channel_norm(
@@ -96,6 +104,18 @@ def resize_bicubic(h_BChw: torch.Tensor, size) -> torch.Tensor:
         rows = _bicubic_matrix(h, H, h_BChw.device, h_BChw.dtype)  # (H, h)
         cols = _bicubic_matrix(w, W, h_BChw.device, h_BChw.dtype)  # (W, w)
         return torch.matmul(torch.matmul(rows, h_BChw), cols.T)
+
+
+def dilate(mask_Bhw: torch.Tensor, r: int) -> torch.Tensor:
+    """A bool (B, h, w) map grown by ``r`` cells in every direction (a (2r+1) x (2r+1) square):
+    ``max_pool2d``'s answer, ~10x faster on a CPU."""
+    for dim in (1, 2):
+        out, n = mask_Bhw.clone(), mask_Bhw.shape[dim]
+        for d in range(1, min(r, n - 1) + 1):
+            out.narrow(dim, d, n - d).logical_or_(mask_Bhw.narrow(dim, 0, n - d))
+            out.narrow(dim, 0, n - d).logical_or_(mask_Bhw.narrow(dim, d, n - d))
+        mask_Bhw = out
+    return mask_Bhw
 
 
 def area_downsample(h_BChw: torch.Tensor, size) -> torch.Tensor:
@@ -289,6 +309,26 @@ class AdaLNConvBlock(nn.Module):
         m = self._modulated_norm(h_BChw, scale2, shift2)
         return torch.addcmul(h_BChw, self.mlp(m), gate2)
 
+    def forward_cells(self, h_NC, cells_N, grid_Bhw, cond_1D) -> torch.Tensor:
+        """The block on N cells of a (B, h, w) grid only: rows h_NC (C channels) at the flat
+        indices ``cells_N`` of that grid, one condition for all frames. The same numbers as
+        ``forward`` (to rounding) at cells whose 3x3 neighbours are all among the rows; elsewhere
+        the convolution sees zeros for the missing neighbours."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond_1D)[0].chunk(6)
+        B, h, w = grid_Bhw
+        C = h_NC.shape[1]
+        m = F.layer_norm(h_NC, (C,), 1 + scale1, shift1, eps=1e-6)
+        grid = h_NC.new_zeros(B * h * w, C)  # (B, h, w, C) memory: a channels-last map
+        grid[cells_N] = m
+        y = self.conv(grid.view(B, h, w, C).permute(0, 3, 1, 2))
+        y = y.permute(0, 2, 3, 1).reshape(B * h * w, C)[cells_N]
+        h_NC = torch.addcmul(h_NC, self.act(y), gamma1)
+        m = F.layer_norm(h_NC, (C,), 1 + scale2, shift2, eps=1e-6)
+        up, act, down = self.mlp
+        m = F.linear(m, up.weight.flatten(1), up.bias)
+        m = F.linear(act(m), down.weight.flatten(1), down.bias)
+        return torch.addcmul(h_NC, m, gamma2)
+
 
 class Head(nn.Module):
     """A level's prediction head: per cell, NUM_OUTPUTS raw channels."""
@@ -317,6 +357,34 @@ def decode_outputs(raw_BOhw: torch.Tensor, photon_scale: float) -> dict[str, tor
         "photon_sigma": F.softplus(raw[:, 6]) * PHOTON_NORM + 1.0,
         "background": F.softplus(raw[:, 7]) * photon_scale,  # photons per input pixel
     }
+
+
+def _rows(module: nn.Module, src_BChw: torch.Tensor, cells_N: torch.Tensor, grid) -> torch.Tensor:
+    """``module(src)`` at the flat cells ``cells_N`` of its (B, h, w) output grid, as (N, C) rows:
+    computed on those cells alone for 1x1 convolutions and 2x2 stride-2 transposed ones (each
+    output cell reads one input cell), else densely and then picked."""
+    B, C, hs, ws = src_BChw.shape
+    src = src_BChw.permute(0, 2, 3, 1).reshape(B * hs * ws, C)  # a view for channels-last maps
+    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and (hs, ws) == tuple(grid):
+        return F.linear(src[cells_N], module.weight.flatten(1), module.bias)
+    if (
+        isinstance(module, nn.ConvTranspose2d)
+        and module.kernel_size == module.stride == (2, 2)
+        and (2 * hs, 2 * ws) == tuple(grid)
+    ):
+        h, w = grid
+        b, rest = cells_N // (h * w), cells_N % (h * w)
+        y, x = rest // w, rest % w
+        parent = (b * hs + y // 2) * ws + x // 2
+        weight = module.weight.permute(2, 3, 1, 0)  # (2, 2, out, in): one 1x1 map per parity
+        out = torch.empty(len(cells_N), module.out_channels, dtype=src.dtype, device=src.device)
+        for py in range(2):
+            for px in range(2):
+                sel = ((y % 2) == py) & ((x % 2) == px)
+                out[sel] = F.linear(src[parent[sel]], weight[py, px], module.bias)
+        return out
+    out = module(src_BChw)
+    return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])[cells_N]
 
 
 # --------------------------------------------------------------------------- 4. the model
@@ -417,17 +485,63 @@ class TrueVAREmitterPredictor(nn.Module):
         x = x + pos + self.lvl_embed.weight[i][None, :, None, None]
         return x.flatten(2).transpose(1, 2)  # (B, h*w, C)
 
-    def _conv_level(self, i: int, inp_BChw, enc_BChw, prev_hidden) -> torch.Tensor:
+    def _conv_level_input(self, i: int, inp_BChw, enc_BChw, prev_hidden) -> torch.Tensor:
         h = self.readers[i](enc_BChw) + self.conv_lvl_embed.weight[i][None, :, None, None]
         if self.config.chain:
             if inp_BChw is not None:
                 h = h + self.word_embed[i](inp_BChw)
             if prev_hidden is not None:
                 h = h + self.context[i](prev_hidden)
+        return h
+
+    def _conv_level_input_rows(self, i: int, inp_BChw, enc_BChw, prev_hidden, cells_N, grid):
+        """``_conv_level_input`` at the flat cells ``cells_N`` of the (B, h, w) grid only: (N, C)."""
+        h = _rows(
+            self.readers[i].proj if self.readers[i].stride <= 1 else self.readers[i], enc_BChw, cells_N, grid
+        )
+        h = h + self.conv_lvl_embed.weight[i]
+        if self.config.chain:
+            if inp_BChw is not None:
+                h = h + _rows(self.word_embed[i], inp_BChw, cells_N, grid)
+            if prev_hidden is not None:
+                h = h + _rows(self.context[i], prev_hidden, cells_N, grid)
+        return h
+
+    def _conv_level(self, i: int, inp_BChw, enc_BChw, prev_hidden) -> torch.Tensor:
+        h = self._conv_level_input(i, inp_BChw, enc_BChw, prev_hidden)
         cond = self.cond_embed.weight[i][None]  # (1, D): the same level condition for every frame
         for block in self.conv_blocks:
             h = block(h, cond)
         return h
+
+    def _sparse_level_cells(self, prev_raw, grid, gate: float):
+        """Where the last level is computed, as two bool (B, h, w) maps on its grid: ``core``, the
+        cells under the previous level's cells of emitter probability above ``gate`` and their
+        neighbours; ``work``, the core and every cell the blocks' 3x3 convolutions reach from it."""
+        active = prev_raw[:, 0] > math.log(gate / (1 - gate))  # logit > logit(gate)
+        ratio = grid[0] // active.shape[-2]
+        under = active.repeat_interleave(ratio, 1).repeat_interleave(ratio, 2)[:, : grid[0], : grid[1]]
+        core = dilate(under, 1)
+        return core, dilate(core, len(self.conv_blocks))
+
+    def _sparse_last_level(self, i: int, inp_BChw, enc_BChw, prev_hidden, core_Bhw, work_Bhw):
+        """Level i's raw head outputs computed at the cells ``core_Bhw`` only (elsewhere: no
+        emitter, logit ``EMPTY_LOGIT``). The blocks run on ``work_Bhw``, which holds every cell
+        within ``len(conv_blocks)`` of the core, so the core's outputs are the dense level's."""
+        B, (hh, ww) = work_Bhw.shape[0], work_Bhw.shape[1:]
+        cells = work_Bhw.flatten().nonzero()[:, 0]
+        rows = self._conv_level_input_rows(i, inp_BChw, enc_BChw, prev_hidden, cells, (hh, ww))
+        cond = self.cond_embed.weight[i][None]
+        for block in self.conv_blocks:
+            rows = block.forward_cells(rows, cells, (B, hh, ww), cond)
+        in_core = core_Bhw.flatten()[cells]
+        head = self.heads[i].out
+        with torch.autocast(rows.device.type, enabled=False):
+            raw_rows = F.linear(rows[in_core].float(), head.weight.flatten(1).float(), head.bias.float())
+        raw = raw_rows.new_zeros(B * hh * ww, NUM_OUTPUTS)
+        raw[:, 0] = EMPTY_LOGIT
+        raw[cells[in_core]] = raw_rows
+        return raw.view(B, hh, ww, NUM_OUTPUTS).permute(0, 3, 1, 2)
 
     def _head(self, i: int, hidden_BChw) -> torch.Tensor:
         """Level i's head, always in float32: offsets need more than bfloat16's 8 bits."""
@@ -441,7 +555,7 @@ class TrueVAREmitterPredictor(nn.Module):
         return torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))
 
     # ------------------------------------------------------------------ the chain
-    def _run(self, x, num_levels: int, teacher_tokens=None, perturb=None):
+    def _run(self, x, num_levels: int, teacher_tokens=None, perturb=None, sparse_gate=None):
         """Run levels 0..num_levels-1. With teacher_tokens: teacher forcing (block-causal
         attention in one pass); without: each level is fed the tokens of its own prediction.
         ``perturb(si, tokens) -> tokens`` may alter the tokens fed onward (tests, training).
@@ -509,6 +623,11 @@ class TrueVAREmitterPredictor(nn.Module):
 
         # conv levels
         for i in range(A, SN):
+            if sparse_gate is not None and teacher_tokens is None and i == SN - 1 and i > 0:
+                core, work = self._sparse_level_cells(raw_outputs[-1], grids[i], sparse_gate)
+                if work.float().mean() <= SPARSE_MAX_FRACTION:
+                    raw_outputs.append(self._sparse_last_level(i, inputs[i], enc, hidden, core, work))
+                    continue
             hidden = self._conv_level(i, inputs[i], enc, hidden)
             raw = self._head(i, hidden)
             raw_outputs.append(raw)
@@ -523,10 +642,22 @@ class TrueVAREmitterPredictor(nn.Module):
             outputs.append(out)
         return outputs
 
-    def forward(self, x: torch.Tensor, teacher_tokens=None, num_levels: int | None = None, perturb=None):
-        """Every progressive level's outputs (a list of dicts, coarse to fine)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        teacher_tokens=None,
+        num_levels: int | None = None,
+        perturb=None,
+        sparse_gate: float | None = None,
+    ):
+        """Every progressive level's outputs (a list of dicts, coarse to fine).
+
+        ``sparse_gate`` (inference): the last level is computed only within one cell (of the level
+        before) of where the level before has emitter probability above ``sparse_gate``; elsewhere
+        its probability is ~0 (``EMPTY_LOGIT``). The computed cells get the dense level's numbers.
+        """
         n = len(self.config.patch_nums) if num_levels is None else num_levels
-        return self._run(x, n, teacher_tokens=teacher_tokens, perturb=perturb)
+        return self._run(x, n, teacher_tokens=teacher_tokens, perturb=perturb, sparse_gate=sparse_gate)
 
     def autoregressive_inference(self, x: torch.Tensor, target_resolution) -> list[dict]:
         """Run the chain until the grid reaches ``target_resolution`` (int for square input or
