@@ -109,3 +109,21 @@ def test_pointwise_ops_on_the_channels_last_view_keep_values_and_layout():
         assert out.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(out, fn(x) if not isinstance(fn, GELU) else torch.nn.GELU("tanh")(x))
     assert on_channels_last_view(torch.relu, x).is_contiguous()  # other layouts pass through
+
+
+def test_a_bf16_runner_is_reused_until_the_weights_change():
+    from napari_var_emitter.model.runtime import runner_for
+
+    net = random_tiny_net()
+    cpu = torch.device("cpu")
+    first = runner_for(net, cpu, "bf16", sparse=True)
+    assert runner_for(net, cpu, "bf16", sparse=True) is first
+    assert runner_for(net, cpu, "bf16", sparse=False) is not first  # another kind of runner
+    with torch.no_grad():
+        net.encoder.stem.weight.mul_(2.0)  # as an optimizer step would
+    again = runner_for(net, cpu, "bf16", sparse=True)
+    assert again is not first
+    torch.testing.assert_close(
+        again.net.encoder.stem.weight.float(), net.encoder.stem.weight, rtol=1e-2, atol=0
+    )
+    assert runner_for(net, cpu, "fp32") is not runner_for(net, cpu, "fp32")  # cheap: not kept

@@ -22,7 +22,7 @@ from .checkpoint import EmitterModel, load_checkpoint
 from .errors import InputError
 from .io import check_frame_shape, check_values
 from .localizations import Localizations
-from .model.runtime import PRECISIONS, InferenceRunner
+from .model.runtime import PRECISIONS, runner_for
 from .neighbours import dedupe
 from .pooling import TemporalPooler, pooling_on
 from .postprocess import extract
@@ -264,7 +264,7 @@ def iter_predict(
         raise InputError(f"frame range {start}..{stop} is outside the stack's 0..{T}")
     torch_device = resolve_device(device)
     model = load_model(None, torch_device) if model is None else model
-    runner = InferenceRunner(model.net, torch_device, precision, compile=bool(compile), sparse=bool(sparse))
+    runner = runner_for(model.net, torch_device, precision, compile=bool(compile), sparse=bool(sparse))
     net = runner.net
     camera = model.camera if camera is None else camera
     threshold = model.threshold if threshold is None else float(threshold)

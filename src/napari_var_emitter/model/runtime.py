@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import itertools
 import platform
+import weakref
 
 import torch
 from torch import nn
@@ -141,3 +143,31 @@ class InferenceRunner:
         if x.shape[0] != B:
             outputs = [{k: (v[:B] if torch.is_tensor(v) else v) for k, v in o.items()} for o in outputs]
         return outputs
+
+
+_runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_state(net: nn.Module) -> tuple:
+    """Changes when any weight is replaced or changed in place (optimizer steps, load_state_dict)."""
+    return tuple((id(t), t._version) for t in itertools.chain(net.parameters(), net.buffers()))
+
+
+def runner_for(
+    net: TrueVAREmitterPredictor,
+    device: torch.device,
+    precision: str = "auto",
+    compile: bool = False,
+    sparse: bool = False,
+) -> InferenceRunner:
+    """An :class:`InferenceRunner` for ``net``; one that runs a bfloat16 copy is made once and
+    reused while the net's weights stay the same (the copy costs ~30 ms, 7 % of a 100-frame run on
+    this CPU). Runners of ``net`` itself are cheap and not kept (they would keep ``net`` alive)."""
+    key = (str(device), precision, bool(compile), bool(sparse))
+    cached = _runners.setdefault(net, {})
+    if key in cached and cached[key][0] == _weights_state(net):
+        return cached[key][1]
+    runner = InferenceRunner(net, device, precision, compile=compile, sparse=sparse)
+    if runner.net is not net:
+        cached[key] = (_weights_state(net), runner)  # after: the runner may move the net
+    return runner
