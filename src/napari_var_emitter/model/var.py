@@ -569,6 +569,10 @@ class TrueVAREmitterPredictor(nn.Module):
         enc = self.encoder(xp)
         B = x.shape[0]
         f_hat = xp.new_zeros(B, self.config.token_dim, *grids[-1])
+        if not enc.is_contiguous() and enc.is_contiguous(memory_format=torch.channels_last):
+            # in the encoder's layout: adding a channels-last Phi output to an NCHW f_hat, and
+            # pooling the result, were ~4x slower on a CPU (measured: 2.7 against 0.7 ms)
+            f_hat = f_hat.contiguous(memory_format=torch.channels_last)
         raw_outputs = []
 
         def feed(si, tokens):
