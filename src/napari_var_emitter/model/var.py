@@ -359,6 +359,19 @@ def decode_outputs(raw_BOhw: torch.Tensor, photon_scale: float) -> dict[str, tor
     }
 
 
+def _bucketed(cells_N: torch.Tensor) -> torch.Tensor:
+    """``cells_N`` padded with copies of its last cell to one of a few lengths (4 per octave, at
+    most 25 % more). A cell computed twice gives the same row twice (written back identically);
+    the row counts of a movie's batches then take few distinct values, so oneDNN's cache of
+    kernels per shape and the allocator stop growing (unpadded: RSS 0.5 -> 1.7 GB over 10,000
+    frames of 64 x 64)."""
+    n = len(cells_N)
+    if n == 0:
+        return cells_N
+    step = max(256, 1 << max(0, n.bit_length() - 3))
+    return torch.cat([cells_N, cells_N[-1:].expand(-(-n // step) * step - n)])
+
+
 def _rows(module: nn.Module, src_BChw: torch.Tensor, cells_N: torch.Tensor, grid) -> torch.Tensor:
     """``module(src)`` at the flat cells ``cells_N`` of its (B, h, w) output grid, as (N, C) rows:
     computed on those cells alone for 1x1 convolutions and 2x2 stride-2 transposed ones (each
@@ -376,13 +389,10 @@ def _rows(module: nn.Module, src_BChw: torch.Tensor, cells_N: torch.Tensor, grid
         b, rest = cells_N // (h * w), cells_N % (h * w)
         y, x = rest // w, rest % w
         parent = (b * hs + y // 2) * ws + x // 2
-        weight = module.weight.permute(2, 3, 1, 0)  # (2, 2, out, in): one 1x1 map per parity
-        out = torch.empty(len(cells_N), module.out_channels, dtype=src.dtype, device=src.device)
-        for py in range(2):
-            for px in range(2):
-                sel = ((y % 2) == py) & ((x % 2) == px)
-                out[sel] = F.linear(src[parent[sel]], weight[py, px], module.bias)
-        return out
+        C_out = module.out_channels
+        weight = module.weight.permute(2, 3, 1, 0).reshape(4 * C_out, -1)  # one 1x1 map per parity
+        out = F.linear(src[parent], weight, module.bias.repeat(4)).view(-1, 4, C_out)  # every parity
+        return out[torch.arange(len(cells_N), device=out.device), (y % 2) * 2 + x % 2]
     out = module(src_BChw)
     return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])[cells_N]
 
@@ -529,18 +539,18 @@ class TrueVAREmitterPredictor(nn.Module):
         emitter, logit ``EMPTY_LOGIT``). The blocks run on ``work_Bhw``, which holds every cell
         within ``len(conv_blocks)`` of the core, so the core's outputs are the dense level's."""
         B, (hh, ww) = work_Bhw.shape[0], work_Bhw.shape[1:]
-        cells = work_Bhw.flatten().nonzero()[:, 0]
+        cells = _bucketed(work_Bhw.flatten().nonzero()[:, 0])
         rows = self._conv_level_input_rows(i, inp_BChw, enc_BChw, prev_hidden, cells, (hh, ww))
         cond = self.cond_embed.weight[i][None]
         for block in self.conv_blocks:
             rows = block.forward_cells(rows, cells, (B, hh, ww), cond)
         in_core = core_Bhw.flatten()[cells]
         head = self.heads[i].out
-        with torch.autocast(rows.device.type, enabled=False):
-            raw_rows = F.linear(rows[in_core].float(), head.weight.flatten(1).float(), head.bias.float())
+        with torch.autocast(rows.device.type, enabled=False):  # every row: shapes from few buckets
+            raw_rows = F.linear(rows.float(), head.weight.flatten(1).float(), head.bias.float())
         raw = raw_rows.new_zeros(B * hh * ww, NUM_OUTPUTS)
         raw[:, 0] = EMPTY_LOGIT
-        raw[cells[in_core]] = raw_rows
+        raw[cells[in_core]] = raw_rows[in_core]
         return raw.view(B, hh, ww, NUM_OUTPUTS).permute(0, 3, 1, 2)
 
     def _head(self, i: int, hidden_BChw) -> torch.Tensor:
