@@ -259,7 +259,7 @@ def test_sparse_row_counts_come_from_few_buckets():
     lengths = set()
     for n in range(1, 200_000, 7):
         padded = _bucketed(torch.arange(n))
-        assert n <= len(padded) <= max(1.25 * n, 256) and torch.equal(padded[:n], torch.arange(n))
+        assert n <= len(padded) <= 1.25 * n and torch.equal(padded[:n], torch.arange(n))
         assert (padded[n:] == n - 1).all()  # copies of the last cell: computed twice, written back alike
         lengths.add(len(padded))
-    assert len(lengths) < 60
+    assert len(lengths) < 80  # about 4 per octave

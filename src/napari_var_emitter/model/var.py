@@ -368,7 +368,7 @@ def _bucketed(cells_N: torch.Tensor) -> torch.Tensor:
     n = len(cells_N)
     if n == 0:
         return cells_N
-    step = max(256, 1 << max(0, n.bit_length() - 3))
+    step = 1 << max(0, n.bit_length() - 3)
     return torch.cat([cells_N, cells_N[-1:].expand(-(-n // step) * step - n)])
 
 
