@@ -251,3 +251,16 @@ def test_an_unexpected_error_is_one_line(monkeypatch, capsys):
     assert main(["evaluate", "a.csv", "b.csv"]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (RuntimeError): CUDA out of memory." in err
+
+
+def test_local_attention_on_a_large_frame(tmp_path):
+    out = tmp_path / "sim"
+    assert (
+        main(["simulate", str(out), "--frames", "2", "--size", "192", "192", "--seed", "3", "--quiet"]) == 0
+    )
+    args = ["predict", str(out / "frames.tif"), "--quiet", "--device", "cpu", "--model", "bundled"]
+    assert main([*args, "--out", str(tmp_path / "global.csv")]) == 0
+    assert main([*args, "--out", str(tmp_path / "local.csv"), "--local-attention"]) == 0
+    a, b = read_csv(tmp_path / "global.csv", 100.0), read_csv(tmp_path / "local.csv", 100.0)
+    assert len(a) > 20 and abs(len(a) - len(b)) <= 0.1 * len(a)  # nearly the same emitters ...
+    assert len(a) != len(b) or not np.array_equal(a.x, b.x)  # ... by a different attention

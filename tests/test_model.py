@@ -263,3 +263,43 @@ def test_sparse_row_counts_come_from_few_buckets():
         assert (padded[n:] == n - 1).all()  # copies of the last cell: computed twice, written back alike
         lengths.add(len(padded))
     assert len(lengths) < 80  # about 4 per octave
+
+
+def test_local_attention_keeps_each_window_to_itself(net):
+    # 256 px = 4 x 4 windows of the training size (64 px, + 8 px of context): with local attention
+    # the coarsest level's outputs in the top-left window do not depend on pixels far from it
+    torch.manual_seed(4)
+    x = torch.rand(1, 1, 256, 256) * 300
+    y = x.clone()
+    y[..., 160:, 160:] += 500.0
+    with torch.no_grad():
+        local = [net(v, num_levels=2, local_attention=True)[0]["logits"][..., :8, :8] for v in (x, y)]
+        full = [net(v, num_levels=2)[0]["logits"][..., :8, :8] for v in (x, y)]
+    assert torch.equal(local[0], local[1])
+    assert not torch.equal(full[0], full[1])  # global attention carries it across
+
+
+def test_local_attention_is_global_attention_where_windows_would_not_pay(net, frames):
+    with torch.no_grad():
+        # one window (train_size), or 2 x 2 windows with their context: nearly the whole frame
+        for v in (frames, torch.rand(2, 1, 64, 64) * 300, torch.rand(1, 1, 128, 128) * 300):
+            a, b = net(v, local_attention=True), net(v)
+            for o, r in zip(a, b, strict=True):
+                assert torch.equal(o["logits"], r["logits"])
+
+
+def test_windows_cover_the_grid_once_with_context():
+    from napari_var_emitter.model.var import Windows
+
+    tok = torch.arange(2 * 30 * 48 * 3, dtype=torch.float32).view(2, 30 * 48, 3)
+    plan = Windows.plan((30, 48), core=8, margin=2, device="cpu")  # 30: the last core overlaps
+    assert plan.rows.shape == (4, 12) and plan.cols.shape == (6, 12)
+    assert plan.rows[0, 0] == 0 and plan.rows[-1, -1] == 29  # edge windows shifted inward
+    win = plan.split(tok)
+    assert win.shape == (2 * 24, 144, 3)
+    grid = tok.view(2, 30, 48, 3)
+    assert torch.equal(win[1].view(12, 12, 3), grid[0, 0:12, 6:18])  # frame 0, window (0, 1)
+    assert torch.equal(plan.join(win, 2), tok)  # every token back, from one window
+    # a token is taken from a window where it has context on both sides, where there is room
+    assert plan.owner_y.tolist() == [0] * 8 + [1] * 8 + [2] * 8 + [3] * 6
+    assert (plan.at_y[8:24] >= 2).all() and (plan.at_y[8:24] <= 9).all()

@@ -100,7 +100,7 @@ class LocalNet(torch.nn.Module):
         g = torch.exp(-0.5 * torch.arange(-2.0, 3.0) ** 2)
         self.register_buffer("kernel", (g[:, None] * g[None, :] / g.sum() ** 2)[None, None])
 
-    def forward(self, x, num_levels=None, sparse_gate=None):  # always dense: every cell computed
+    def forward(self, x, num_levels=None, sparse_gate=None, local_attention=False):  # dense, local
         H, W = x.shape[-2:]
         m = self.config.pad_multiple
         xp = F.pad(x, (0, (-W) % m, 0, (-H) % m), mode="replicate")

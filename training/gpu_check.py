@@ -18,8 +18,9 @@ and exits with code 2.
    localizations, every chunk synchronised by its copy back to the host) at each
    size, for the ``default`` preset (bundled weights) and the ``seed`` preset (random weights: the
    seed's architecture has no trained checkpoint, which does not change its speed), in bf16 and
-   fp32, no tiling, batch ``--batch-pixels`` / (H * W) frames. Each case runs for about
-   ``--seconds`` after a warm-up, over frames repeated from a simulated pool.
+   fp32, no tiling, batch ``--batch-pixels`` / (H * W) frames; the bundled model with predict's
+   sparse finest level (the default) and, in the first precision, dense (``sparse=False``). Each
+   case runs for about ``--seconds`` after a warm-up, over frames repeated from a simulated pool.
 
 ``--device cpu`` runs the same script on the CPU (a dry run of the code path, for tests).
 """
@@ -135,7 +136,9 @@ def model_for(preset_name: str):
     return EmitterModel(net=TrueVAREmitterPredictor(preset(preset_name)).eval(), threshold=0.5), "random"
 
 
-def throughput(model, size: int, precision: str, device: str, seconds: float, batch_pixels: int) -> dict:
+def throughput(
+    model, size: int, precision: str, device: str, seconds: float, batch_pixels: int, sparse: bool = True
+) -> dict:
     import torch
 
     from napari_var_emitter.predict import predict
@@ -143,7 +146,7 @@ def throughput(model, size: int, precision: str, device: str, seconds: float, ba
     batch = max(1, min(4096, batch_pixels // (size * size)))
     pool = _pool(size, min(batch, 64))
     count = [0]
-    kw = dict(device=device, batch_size=batch, precision=precision, tile_size=None)
+    kw = dict(device=device, batch_size=batch, precision=precision, tile_size=None, sparse=sparse)
     sink = lambda locs: count.__setitem__(0, count[0] + len(locs))  # noqa: E731
 
     def run(n):
@@ -165,6 +168,7 @@ def throughput(model, size: int, precision: str, device: str, seconds: float, ba
     return {
         "size": size,
         "precision": precision,
+        "finest": "sparse" if sparse else "dense",
         "batch": batch,
         "frames": n,
         "frames_per_s": n / elapsed,
@@ -194,11 +198,15 @@ def agreement_table(rows: list[dict]) -> str:
 
 
 def throughput_table(rows: list[dict]) -> str:
-    head = "| preset | weights | size | precision | batch | frames | frames/s | locs/frame | GPU peak [MB] |"
-    lines = [head, "|" + "---|" * 9]
+    head = (
+        "| preset | weights | size | precision | finest level | batch | frames | frames/s | locs/frame "
+        "| GPU peak [MB] |"
+    )
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(
-            f"| {r['preset']} | {r['weights']} | {r['size']} | {r['precision']} | {r['batch']} | "
+            f"| {r['preset']} | {r['weights']} | {r['size']} | {r['precision']} | {r['finest']} | "
+            f"{r['batch']} | "
             f"{r['frames']:,} | {r['frames_per_s']:,.0f} | {r['locs_per_frame']:.1f} | "
             f"{r['gpu_peak_mb']:.0f} |"
         )
@@ -238,14 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     speed = []
     for preset_name in [p.strip() for p in args.presets.split(",") if p.strip()]:
         model, weights = model_for(preset_name)
+        precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+        # trained weights: predict's default (sparse finest level), and the dense level in the first
+        # precision for comparison; random weights open arbitrary cells, so the seed preset runs dense
+        trained = weights == "bundled"
+        cases = [(p, trained) for p in precisions] + (
+            [(precisions[0], False)] if trained and precisions else []
+        )
         for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
-            for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
-                row = throughput(model, size, precision, args.device, args.seconds, args.batch_pixels)
+            for precision, sparse in cases:
+                row = throughput(model, size, precision, args.device, args.seconds, args.batch_pixels, sparse)
                 row.update(preset=preset_name, weights=weights)
                 speed.append(row)
                 print(
-                    f"  {preset_name} {size}px {precision}: {row['frames_per_s']:,.0f} frames/s "
-                    f"(batch {row['batch']})",
+                    f"  {preset_name} {size}px {precision} {row['finest']}: "
+                    f"{row['frames_per_s']:,.0f} frames/s (batch {row['batch']})",
                     file=sys.stderr,
                     flush=True,
                 )

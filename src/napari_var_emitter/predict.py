@@ -220,6 +220,7 @@ def iter_predict(
     confirm: bool = True,
     pool: bool | None = None,
     sparse: bool = True,
+    local_attention: bool = False,
 ) -> Generator[PredictProgress, None, PredictionResult]:
     """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
 
@@ -240,6 +241,9 @@ def iter_predict(
     it needs ``refine``. ``sparse`` computes the finest level only around the cells where the level
     before sees emitters (the same numbers there; see :class:`~.model.runtime.InferenceRunner`):
     the same localizations, faster on sparse frames; its map is ~0 away from emitters.
+    ``local_attention``: in frames (or tiles) where it pays, the attention levels attend within
+    windows of the training frame's size plus a margin, not over the whole frame (see
+    ``TrueVAREmitterPredictor.forward``): faster on large frames, slightly different answers.
 
     Memory: only the frames of one chunk (plus the frame window's neighbours) are read at a time.
     The localizations of each chunk go to ``sink`` if given, and are then not kept (the result's
@@ -264,7 +268,14 @@ def iter_predict(
         raise InputError(f"frame range {start}..{stop} is outside the stack's 0..{T}")
     torch_device = resolve_device(device)
     model = load_model(None, torch_device) if model is None else model
-    runner = runner_for(model.net, torch_device, precision, compile=bool(compile), sparse=bool(sparse))
+    runner = runner_for(
+        model.net,
+        torch_device,
+        precision,
+        compile=bool(compile),
+        sparse=bool(sparse),
+        local_attention=bool(local_attention),
+    )
     net = runner.net
     camera = model.camera if camera is None else camera
     threshold = model.threshold if threshold is None else float(threshold)

@@ -112,6 +112,7 @@ class InferenceRunner:
         precision: str = "auto",
         compile: bool = False,
         sparse: bool = False,
+        local_attention: bool = False,
     ):
         self.device = device
         self.dtype = resolve_precision(precision, device)
@@ -124,6 +125,7 @@ class InferenceRunner:
         self.compiled = compile
         # the sparse last level's cell count depends on the data: not for a compiled graph
         self.sparse_gate = SPARSE_GATE if (sparse and not compile) else None
+        self.local_attention = local_attention
         self._forward = torch.compile(self.net, dynamic=False) if compile else self.net
         self._batch = 0  # compiled: the padded batch size, fixed by the first call
 
@@ -139,7 +141,9 @@ class InferenceRunner:
                 x = torch.cat([x, x[-1:].expand(self._batch - B, *x.shape[1:])])
         x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            outputs = self._forward(x, num_levels=num_levels, sparse_gate=self.sparse_gate)
+            outputs = self._forward(
+                x, num_levels=num_levels, sparse_gate=self.sparse_gate, local_attention=self.local_attention
+            )
         if x.shape[0] != B:
             outputs = [{k: (v[:B] if torch.is_tensor(v) else v) for k, v in o.items()} for o in outputs]
         return outputs
@@ -159,15 +163,18 @@ def runner_for(
     precision: str = "auto",
     compile: bool = False,
     sparse: bool = False,
+    local_attention: bool = False,
 ) -> InferenceRunner:
     """An :class:`InferenceRunner` for ``net``; one that runs a bfloat16 copy is made once and
     reused while the net's weights stay the same (the copy costs ~30 ms, 7 % of a 100-frame run on
     this CPU). Runners of ``net`` itself are cheap and not kept (they would keep ``net`` alive)."""
-    key = (str(device), precision, bool(compile), bool(sparse))
+    key = (str(device), precision, bool(compile), bool(sparse), bool(local_attention))
     cached = _runners.setdefault(net, {})
     if key in cached and cached[key][0] == _weights_state(net):
         return cached[key][1]
-    runner = InferenceRunner(net, device, precision, compile=compile, sparse=sparse)
+    runner = InferenceRunner(
+        net, device, precision, compile=compile, sparse=sparse, local_attention=local_attention
+    )
     if runner.net is not net:
         cached[key] = (_weights_state(net), runner)  # after: the runner may move the net
     return runner

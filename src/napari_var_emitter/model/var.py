@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,9 @@ SPARSE_MAX_FRACTION = 0.5
 # dense finest level (integrated probability >= 0.1) lay outside the cells it opens at 0.01 or
 # 0.03; at 0.1 a few did (training/RESULTS.md).
 SPARSE_GATE = 0.01
+# Local attention (inference, frames larger than the training frames): context of each window
+# beyond its core, in tokens of the coarsest level (8 px for the default preset).
+ATTENTION_MARGIN = 1
 
 
 def channel_norm(
@@ -359,6 +363,53 @@ def decode_outputs(raw_BOhw: torch.Tensor, photon_scale: float) -> dict[str, tor
     }
 
 
+@dataclass(frozen=True)
+class Windows:
+    """Overlapping attention windows of one level's (h, w) token grid. Cores of ``core`` tokens
+    cover the grid (the last one shifted back to end at the edge), each inside a window of
+    ``margin`` more tokens on every side (shifted inward at the grid's edges, so that all windows
+    have one size, as tiling.py does with frames). Window (ky, kx) covers grid rows ``rows[ky]``
+    and columns ``cols[kx]``; grid row r is owned by window ``owner_y[r]``, where it is row
+    ``at_y[r]`` (the same for columns)."""
+
+    grid: tuple[int, int]
+    rows: torch.Tensor  # (ny, window height)
+    cols: torch.Tensor  # (nx, window width)
+    owner_y: torch.Tensor  # (h,)
+    at_y: torch.Tensor  # (h,)
+    owner_x: torch.Tensor  # (w,)
+    at_x: torch.Tensor  # (w,)
+
+    @classmethod
+    def plan(cls, grid, core: int, margin: int, device) -> "Windows":
+        """Needs ``core + 2 * margin`` <= h, w."""
+
+        def axis(n):
+            count = -(-n // core)
+            cores = (torch.arange(count, device=device) * core).clamp(max=n - core)
+            first = (cores - margin).clamp(0, n - (core + 2 * margin))
+            owner = (torch.arange(n, device=device) // core).clamp(max=count - 1)
+            window = first[:, None] + torch.arange(core + 2 * margin, device=device)
+            return window, owner, torch.arange(n, device=device) - first[owner]
+
+        (rows, owner_y, at_y), (cols, owner_x, at_x) = axis(grid[0]), axis(grid[1])
+        return cls(tuple(grid), rows, cols, owner_y, at_y, owner_x, at_x)
+
+    def split(self, tok_BLC: torch.Tensor) -> torch.Tensor:
+        """(B, h*w, C) tokens -> (B * ny * nx, window tokens, C)."""
+        (h, w), B, C = self.grid, tok_BLC.shape[0], tok_BLC.shape[-1]
+        grid = tok_BLC.view(B, h, w, C)
+        win = grid[:, self.rows[:, None, :, None], self.cols[None, :, None, :]]  # (B, ny, nx, wh, ww, C)
+        return win.reshape(-1, self.rows.shape[1] * self.cols.shape[1], C)
+
+    def join(self, tok_NLC: torch.Tensor, B: int) -> torch.Tensor:
+        """Every token back from the window that owns it: (B, h*w, C)."""
+        (h, w), C = self.grid, tok_NLC.shape[-1]
+        win = tok_NLC.view(B, len(self.rows), len(self.cols), self.rows.shape[1], self.cols.shape[1], C)
+        y, x = (self.owner_y, self.at_y), (self.owner_x, self.at_x)
+        return win[:, y[0][:, None], x[0][None, :], y[1][:, None], x[1][None, :]].reshape(B, h * w, C)
+
+
 def _bucketed(cells_N: torch.Tensor) -> torch.Tensor:
     """``cells_N`` padded with copies of its last cell to one of a few lengths (4 per octave, at
     most 25 % more). A cell computed twice gives the same row twice (written back identically);
@@ -558,6 +609,22 @@ class TrueVAREmitterPredictor(nn.Module):
         with torch.autocast(hidden_BChw.device.type, enabled=False):
             return self.heads[i](hidden_BChw.float())
 
+    def _attention_windows(self, grids, device) -> list[Windows] | None:
+        """Attention windows for these attention-level grids (one plan per level): cores of each
+        level's training grid (``patch_nums``) with ``ATTENTION_MARGIN`` coarsest-level tokens of
+        context on each side (in proportion on finer levels); None (global attention) where a
+        window would not fit or would cost more than half of global attention."""
+        plans, window_tokens = [], 0
+        for (h, w), pn in zip(grids, self.config.patch_nums, strict=False):
+            margin = ATTENTION_MARGIN * pn // self.config.patch_nums[0]
+            if min(h, w) < pn + 2 * margin:
+                return None
+            plans.append(Windows.plan((h, w), pn, margin, device))
+            window_tokens += (pn + 2 * margin) ** 2
+        count = len(plans[0].rows) * len(plans[0].cols)
+        tokens = sum(h * w for h, w in grids)
+        return plans if 2 * count * window_tokens**2 < tokens**2 else None
+
     def _attn_bias(self, grids, device) -> torch.Tensor:
         """Block-causal mask: a token sees its own level and every coarser one."""
         levels = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(grids)])
@@ -565,7 +632,9 @@ class TrueVAREmitterPredictor(nn.Module):
         return torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))
 
     # ------------------------------------------------------------------ the chain
-    def _run(self, x, num_levels: int, teacher_tokens=None, perturb=None, sparse_gate=None):
+    def _run(
+        self, x, num_levels: int, teacher_tokens=None, perturb=None, sparse_gate=None, local_attention=False
+    ):
         """Run levels 0..num_levels-1. With teacher_tokens: teacher forcing (block-causal
         attention in one pass); without: each level is fed the tokens of its own prediction.
         ``perturb(si, tokens) -> tokens`` may alter the tokens fed onward (tests, training).
@@ -622,11 +691,16 @@ class TrueVAREmitterPredictor(nn.Module):
                     start += h * w
             else:
                 caches = [[] for _ in self.blocks]
+                windows = self._attention_windows(grids[:A], x.device) if local_attention else None
                 for i, (h, w) in enumerate(grids[:A]):
                     tok = self._attn_tokens(i, inputs[i], enc, B, (h, w))
+                    if windows is not None:
+                        tok = windows[i].split(tok)
                     cond_i = self.cond_embed.weight[i][None, None]  # (1, 1, C): one level
                     for block, cache in zip(self.blocks, caches, strict=False):
                         tok = block(tok, cond_i, kv_cache=cache)
+                    if windows is not None:
+                        tok = windows[i].join(tok, B)
                     hidden = tok.transpose(1, 2).reshape(B, -1, h, w)
                     raw = self._head(i, hidden)
                     raw_outputs.append(raw)
@@ -663,15 +737,28 @@ class TrueVAREmitterPredictor(nn.Module):
         num_levels: int | None = None,
         perturb=None,
         sparse_gate: float | None = None,
+        local_attention: bool = False,
     ):
         """Every progressive level's outputs (a list of dicts, coarse to fine).
 
         ``sparse_gate`` (inference): the last level is computed only within one cell (of the level
         before) of where the level before has emitter probability above ``sparse_gate``; elsewhere
         its probability is ~0 (``EMPTY_LOGIT``). The computed cells get the dense level's numbers.
+
+        ``local_attention`` (inference, frames larger than ``train_size``): the attention levels
+        attend within windows of the training frame's size (the KV cache per window), as the
+        model was trained, at a cost linear in the frame's area instead of quadratic; frames that
+        are not whole multiples of the window keep global attention (see ``_attention_windows``).
         """
         n = len(self.config.patch_nums) if num_levels is None else num_levels
-        return self._run(x, n, teacher_tokens=teacher_tokens, perturb=perturb, sparse_gate=sparse_gate)
+        return self._run(
+            x,
+            n,
+            teacher_tokens=teacher_tokens,
+            perturb=perturb,
+            sparse_gate=sparse_gate,
+            local_attention=local_attention,
+        )
 
     def autoregressive_inference(self, x: torch.Tensor, target_resolution) -> list[dict]:
         """Run the chain until the grid reaches ``target_resolution`` (int for square input or
