@@ -132,7 +132,9 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert gpu_check.main(argv + ["--out", str(out)]) == 0
     text = out.read_text()
     assert "| 4 | 64 | no | fp32 |" in text and "PASS" in text and "FAIL" not in text
-    assert "| default | bundled | 32 | fp32 | 4 |" in text
+    # the bundled model as predict runs it (sparse finest level), and dense for comparison
+    assert "| default | bundled | 32 | fp32 | sparse | 4 |" in text
+    assert "| default | bundled | 32 | fp32 | dense | 4 |" in text
     assert "random weights" in text
 
 
