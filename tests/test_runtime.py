@@ -116,14 +116,16 @@ def test_a_bf16_runner_is_reused_until_the_weights_change():
 
     net = random_tiny_net()
     cpu = torch.device("cpu")
-    first = runner_for(net, cpu, "bf16", sparse=True)
-    assert runner_for(net, cpu, "bf16", sparse=True) is first
-    assert runner_for(net, cpu, "bf16", sparse=False) is not first  # another kind of runner
+    first = runner_for(net, cpu, precision="bf16", sparse=True)
+    assert runner_for(net, cpu, precision="bf16", sparse=True) is first
+    assert runner_for(net, cpu, precision="bf16", sparse=False) is not first  # another kind of runner
     with torch.no_grad():
         net.encoder.stem.weight.mul_(2.0)  # as an optimizer step would
-    again = runner_for(net, cpu, "bf16", sparse=True)
+    again = runner_for(net, cpu, precision="bf16", sparse=True)
     assert again is not first
     torch.testing.assert_close(
         again.net.encoder.stem.weight.float(), net.encoder.stem.weight, rtol=1e-2, atol=0
     )
-    assert runner_for(net, cpu, "fp32") is not runner_for(net, cpu, "fp32")  # cheap: not kept
+    assert runner_for(net, cpu, precision="fp32") is not runner_for(
+        net, cpu, precision="fp32"
+    )  # cheap: not kept

@@ -271,7 +271,7 @@ def iter_predict(
     runner = runner_for(
         model.net,
         torch_device,
-        precision,
+        precision=precision,
         compile=bool(compile),
         sparse=bool(sparse),
         local_attention=bool(local_attention),

@@ -157,24 +157,16 @@ def _weights_state(net: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in itertools.chain(net.parameters(), net.buffers()))
 
 
-def runner_for(
-    net: TrueVAREmitterPredictor,
-    device: torch.device,
-    precision: str = "auto",
-    compile: bool = False,
-    sparse: bool = False,
-    local_attention: bool = False,
-) -> InferenceRunner:
-    """An :class:`InferenceRunner` for ``net``; one that runs a bfloat16 copy is made once and
-    reused while the net's weights stay the same (the copy costs ~30 ms, 7 % of a 100-frame run on
-    this CPU). Runners of ``net`` itself are cheap and not kept (they would keep ``net`` alive)."""
-    key = (str(device), precision, bool(compile), bool(sparse), bool(local_attention))
+def runner_for(net: TrueVAREmitterPredictor, device: torch.device, **options) -> InferenceRunner:
+    """An :class:`InferenceRunner` for ``net`` (``options``: its keyword arguments); one that runs a
+    bfloat16 copy is made once and reused while the net's weights stay the same (the copy costs
+    ~30 ms, 7 % of a 100-frame run on this CPU). Runners of ``net`` itself are cheap and not kept
+    (they would keep ``net`` alive)."""
+    key = (str(device), tuple(sorted(options.items())))
     cached = _runners.setdefault(net, {})
     if key in cached and cached[key][0] == _weights_state(net):
         return cached[key][1]
-    runner = InferenceRunner(
-        net, device, precision, compile=compile, sparse=sparse, local_attention=local_attention
-    )
+    runner = InferenceRunner(net, device, **options)
     if runner.net is not net:
         cached[key] = (_weights_state(net), runner)  # after: the runner may move the net
     return runner
