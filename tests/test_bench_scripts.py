@@ -146,3 +146,17 @@ def test_peak_memory_is_the_processes_own():
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
     parent = bench_speed._peak_rss_mb()
     assert 5 < child < parent - 50, (child, parent)
+
+
+def test_bench_network_times_architecture_variants(capsys):
+    import bench_network
+
+    assert bench_network.overrides('attn_levels=1,activation="relu"') == {
+        "attn_levels": 1,
+        "activation": "relu",
+    }
+    argv = ["--size", "32", "--batch", "2", "--window", "1", "--repeats", "1"]
+    assert bench_network.main([*argv, "--variant", "", "--variant", "conv_blocks=1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| default |") and lines[3].startswith("| conv_blocks=1 |")
+    assert all(float(line.split("|")[2]) > 0 for line in lines[2:])
