@@ -293,3 +293,25 @@ def test_auto_model_takes_3_frames_for_a_movie_and_1_for_shuffled_frames(make_na
     widget.image.value = viewer.layers["shuffled"]
     _predict(qtbot, widget)
     assert "model: bundled, 1 frame (not a movie:" in widget.status.text()
+
+
+def test_the_large_frame_option_reaches_the_prediction(make_napari_viewer, qtbot, monkeypatch):
+    from napari_var_emitter import predict as predict_module
+
+    seen = []
+    real = predict_module.iter_predict
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["local_attention"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "iter_predict", spy)
+    viewer, widget = _open(make_napari_viewer)
+    widget.last_frame.value = 1
+    assert widget.local_attention.value is False  # off by default: the default answers are global
+    for value in (True, False):
+        widget.local_attention.value = value
+        assert widget.make_job().local_attention is value
+        _predict(qtbot, widget)
+        assert len(viewer.layers[f"{SAMPLE} emitters"].data) > 0
+    assert seen == [True, False]

@@ -58,6 +58,7 @@ class PredictJob:
     translate: tuple[float, ...]
     render_factor: int
     auto: bool = False  # choose the bundled model from the frames (autoselect.choose)
+    local_attention: bool = False  # windowed attention on large frames (predict.iter_predict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def run_prediction(job: PredictJob):
             sr_factor=job.sr_factor,
             threshold=job.threshold,
             confirm=job.confirm,
+            local_attention=job.local_attention,
             device=job.device,
             maps=job.maps,
             frame_range=None if job.ndim == 2 else (job.first, job.stop),
@@ -200,6 +202,12 @@ class PredictWidget(QWidget):
             tooltip="also keep candidates below the threshold (down to probability 0.1) that the "
             "maximum-likelihood fit confirms: a spot of at least 4 sigma, mostly its own light",
         )
+        self.local_attention = CheckBox(
+            label="faster on large frames",
+            value=False,
+            tooltip="frames of 192 px and more: attend within 64 px windows (with 8 px of context) "
+            "instead of over the whole frame; 1.6x faster at 256 px, slightly fewer dim emitters found",
+        )
         self.first_frame = SpinBox(label="first frame", min=0, max=0, value=0)
         self.last_frame = SpinBox(label="last frame", min=0, max=0, value=0)
         self.sr_factor = ComboBox(
@@ -224,6 +232,7 @@ class PredictWidget(QWidget):
                 *self.camera_widgets.values(),
                 self.threshold,
                 self.confirm,
+                self.local_attention,
                 self.first_frame,
                 self.last_frame,
                 self.sr_factor,
@@ -403,6 +412,7 @@ class PredictWidget(QWidget):
             translate=tuple(float(v) for v in layer.translate),
             render_factor=int(self.render_factor.value),
             auto=self.model.value == AUTO,
+            local_attention=bool(self.local_attention.value),
         )
 
     def run(self) -> None:
