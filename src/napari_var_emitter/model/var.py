@@ -546,26 +546,22 @@ class TrueVAREmitterPredictor(nn.Module):
         x = x + pos + self.lvl_embed.weight[i][None, :, None, None]
         return x.flatten(2).transpose(1, 2)  # (B, h*w, C)
 
-    def _conv_level_input(self, i: int, inp_BChw, enc_BChw, prev_hidden) -> torch.Tensor:
-        h = self.readers[i](enc_BChw) + self.conv_lvl_embed.weight[i][None, :, None, None]
-        if self.config.chain:
-            if inp_BChw is not None:
-                h = h + self.word_embed[i](inp_BChw)
-            if prev_hidden is not None:
-                h = h + self.context[i](prev_hidden)
-        return h
+    def _conv_level_input(self, i: int, inp_BChw, enc_BChw, prev_hidden, cells_N=None, grid=None):
+        """Conv level i's input: a (B, C, h, w) map, or with ``cells_N`` only those flat cells of
+        the (B, h, w) ``grid``, as (N, C) rows (the same numbers)."""
 
-    def _conv_level_input_rows(self, i: int, inp_BChw, enc_BChw, prev_hidden, cells_N, grid):
-        """``_conv_level_input`` at the flat cells ``cells_N`` of the (B, h, w) grid only: (N, C)."""
-        h = _rows(
-            self.readers[i].proj if self.readers[i].stride <= 1 else self.readers[i], enc_BChw, cells_N, grid
-        )
-        h = h + self.conv_lvl_embed.weight[i]
+        def apply(module, src):
+            return module(src) if cells_N is None else _rows(module, src, cells_N, grid)
+
+        reader = self.readers[i]
+        h = apply(reader.proj if reader.stride <= 1 else reader, enc_BChw)  # stride <= 1: proj alone
+        embed = self.conv_lvl_embed.weight[i]
+        h = h + (embed if cells_N is not None else embed[None, :, None, None])
         if self.config.chain:
             if inp_BChw is not None:
-                h = h + _rows(self.word_embed[i], inp_BChw, cells_N, grid)
+                h = h + apply(self.word_embed[i], inp_BChw)
             if prev_hidden is not None:
-                h = h + _rows(self.context[i], prev_hidden, cells_N, grid)
+                h = h + apply(self.context[i], prev_hidden)
         return h
 
     def _conv_level(self, i: int, inp_BChw, enc_BChw, prev_hidden) -> torch.Tensor:
@@ -591,7 +587,7 @@ class TrueVAREmitterPredictor(nn.Module):
         within ``len(conv_blocks)`` of the core, so the core's outputs are the dense level's."""
         B, (hh, ww) = work_Bhw.shape[0], work_Bhw.shape[1:]
         cells = _bucketed(work_Bhw.flatten().nonzero()[:, 0])
-        rows = self._conv_level_input_rows(i, inp_BChw, enc_BChw, prev_hidden, cells, (hh, ww))
+        rows = self._conv_level_input(i, inp_BChw, enc_BChw, prev_hidden, cells, (hh, ww))
         cond = self.cond_embed.weight[i][None]
         for block in self.conv_blocks:
             rows = block.forward_cells(rows, cells, (B, hh, ww), cond)
@@ -741,14 +737,16 @@ class TrueVAREmitterPredictor(nn.Module):
     ):
         """Every progressive level's outputs (a list of dicts, coarse to fine).
 
-        ``sparse_gate`` (inference): the last level is computed only within one cell (of the level
-        before) of where the level before has emitter probability above ``sparse_gate``; elsewhere
-        its probability is ~0 (``EMPTY_LOGIT``). The computed cells get the dense level's numbers.
+        ``sparse_gate`` (inference): the last level is computed only on the cells under the level
+        before's cells of emitter probability above ``sparse_gate``, and their neighbours;
+        elsewhere its probability is ~0 (``EMPTY_LOGIT``). The computed cells get the dense
+        level's numbers.
 
         ``local_attention`` (inference, frames larger than ``train_size``): the attention levels
-        attend within windows of the training frame's size (the KV cache per window), as the
-        model was trained, at a cost linear in the frame's area instead of quadratic; frames that
-        are not whole multiples of the window keep global attention (see ``_attention_windows``).
+        attend within windows of the training frame's size plus ``ATTENTION_MARGIN`` (a KV cache
+        per window), at a cost linear in the frame's area instead of quadratic; where windows would
+        not fit or would cost more than half of global attention, attention stays global (see
+        ``_attention_windows``).
         """
         n = len(self.config.patch_nums) if num_levels is None else num_levels
         return self._run(
