@@ -229,3 +229,40 @@ def test_the_sparse_finest_level_gives_the_dense_localizations():
     assert kept.mean() < 0.5  # most of the finest level was skipped ...
     np.testing.assert_array_equal(sparse.maps[3].data[kept], dense.maps[3].data[kept])
     assert dense.maps[3].data[~kept].max() < 0.01  # ... where the dense level sees nothing
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.uint16, np.uint8, np.int16, np.int32, np.uint32, np.float32, np.float64]
+)
+def test_frames_become_photons_on_the_device_as_the_float32_formula_gives(dtype):
+    from napari_var_emitter.predict import _photons_on
+
+    camera = Camera()
+    rng = np.random.default_rng(0)
+    high = min(np.iinfo(dtype).max, 65535) if np.dtype(dtype).kind in "ui" else 65535
+    adu = rng.integers(0, high, size=(3, 8, 8), endpoint=True).astype(dtype)
+    adu.flat[:2] = [0, high]  # the ends of the range (uint16 travels as int16 bits)
+    expected = (adu.astype(np.float32) - camera.baseline) * camera.photons_per_adu
+    photons = _photons_on(adu, camera, torch.device("cpu"))
+    assert photons.dtype == torch.float32
+    np.testing.assert_array_equal(photons.numpy(), expected)
+
+
+def test_the_default_batch_is_the_cpus_on_the_cpu_and_a_pass_fills_its_pixel_budget():
+    from napari_var_emitter.model.runtime import runner_for
+    from napari_var_emitter.predict import (
+        CPU_BATCH_PIXELS,
+        DEFAULT_BATCH_SIZE,
+        _pass_sizes,
+        default_batch_pixels,
+        default_batch_size,
+    )
+
+    model = load_checkpoint(None, torch.device("cpu"))
+    runner = runner_for(model.net, torch.device("cpu"))
+    assert default_batch_size("cpu") == DEFAULT_BATCH_SIZE
+    assert default_batch_pixels(runner) == CPU_BATCH_PIXELS
+    assert _pass_sizes(64, 64, 64, CPU_BATCH_PIXELS, None) == (64, 64)
+    assert _pass_sizes(128, 128, 64, CPU_BATCH_PIXELS, None) == (16, 16)  # 2**18 px per pass
+    assert _pass_sizes(128, 128, 4096, 1 << 24, None) == (1024, 1024)
+    assert _pass_sizes(128, 128, 64, None, None) == (64, 64)

@@ -115,7 +115,7 @@ def _clock(seconds: float) -> str:
 
 
 def _add_predict(sub) -> None:
-    from .predict import DEFAULT_BATCH_SIZE
+    from .predict import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
     from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE
 
     p = sub.add_parser("predict", help="localize emitters in a TIFF stack and write a ThunderSTORM CSV")
@@ -148,7 +148,11 @@ def _add_predict(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     group = p.add_argument_group("throughput (VAR)")
     group.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="frames (or tiles) per forward pass"
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"frames (or tiles) per forward pass (default: {DEFAULT_BATCH_SIZE} on the CPU, "
+        f"{GPU_BATCH_SIZE} on a GPU, fewer where they would not fit its memory)",
     )
     group.add_argument(
         "--batch-pixels",
@@ -240,7 +244,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not out.parent.is_dir() and str(out.parent) != "":
         raise InputError(f"output folder {out.parent} does not exist")
     kind = table_format(out)  # an unknown suffix is refused before any work
-    if args.batch_size < 1 or args.tile_size < 0 or args.tile_margin < 0 or args.chunk_frames < 1:
+    bad_batch = args.batch_size is not None and args.batch_size < 1
+    if bad_batch or args.tile_size < 0 or args.tile_margin < 0 or args.chunk_frames < 1:
         raise InputError("--batch-size and --chunk-frames must be >= 1, --tile-size and --tile-margin >= 0")
     if args.batch_pixels is not None and args.batch_pixels < 1:
         raise InputError("--batch-pixels must be >= 1")

@@ -105,7 +105,8 @@ def predict_on_cluster(
 
     ``model``: a checkpoint path the workers can read, or a bundled name such as
     ``"bundled:window-3"`` (None: the bundled one-frame weights). ``options``:
-    keyword arguments of :func:`.predict.iter_predict` (mode, threshold, device, batch_size, ...).
+    keyword arguments of :func:`.predict.iter_predict` (mode, threshold, device, batch_size (None:
+    the CPU's default, also on GPU workers), ...).
     Finished chunks go to ``sink`` in frame order (and are then not kept), else they are gathered.
     Returns a :class:`.predict.PredictionResult` (no maps).
     """
@@ -123,7 +124,7 @@ def predict_on_cluster(
         n_frames = int(frames.shape[0]) if len(frames.shape) == 3 else 1
     finally:
         close_frames(frames)
-    batch = int(options.get("batch_size", DEFAULT_BATCH_SIZE))
+    batch = DEFAULT_BATCH_SIZE if options.get("batch_size") is None else int(options["batch_size"])
     if batch < 1 or int(chunk_frames) < 1:
         raise InputError("batch size and frames per chunk must be >= 1")
     chunk = -(-int(chunk_frames) // batch) * batch  # whole batches: the single-process run's batches
@@ -132,7 +133,7 @@ def predict_on_cluster(
         path=str(path),
         model=model if model is None or str(model).startswith(BUNDLED_PREFIX) else str(Path(model).resolve()),
         camera=None if camera is None else camera.to_dict(),
-        options=dict(options),
+        options={**options, "batch_size": batch},  # the workers run the batches planned here
     )
 
     client, owned = _client(scheduler)

@@ -40,6 +40,17 @@ CPU_BATCH_PIXELS = 1 << 18
 # Frames (or tiles) per forward pass, at most: 64 x 64 px frames fill CPU_BATCH_PIXELS (measured:
 # 1.2-1.35x faster than 16 on this 2-core CPU; training/RESULTS.md).
 DEFAULT_BATCH_SIZE = 64
+# On a GPU: frames per pass, at most, when ``batch_size`` is not given, and the share of the GPU's
+# memory that a pass may take. The refinement's cost per pass is nearly fixed (a thousand small
+# kernels), so a GPU wants thousands of frames per pass: measured on an H100, at 128 x 128 px the
+# refinement took 0.16 ms per frame in passes of 256 frames and 0.04 ms in passes of 1,024
+# (training/RESULTS.md, GPU).
+GPU_BATCH_SIZE = 4096
+GPU_MEMORY_SHARE = 0.4
+# Peak GPU memory per input pixel and per channel of the model's widest full-resolution layer (bf16;
+# fp32 takes ~1.7x): measured 460 (bf16) and 780 (fp32) bytes per pixel for the default model
+# (width 32), 2,400 and 4,300 for the seed's sizes (width 96).
+GPU_BYTES_PER_PIXEL_CHANNEL = 25
 
 
 @dataclass(frozen=True)
@@ -122,25 +133,64 @@ def _frame_geometry(frames) -> tuple[int, int, int]:
 
 def _read_chunk(frames, start: int, stop: int, ndim: int) -> np.ndarray:
     """Frames [start, stop) as float32 (n, Y, X), checked."""
-    chunk = frames if ndim == 2 else frames[start:stop]
-    chunk = np.asarray(chunk)
+    return _as_float32(_read_raw(frames, start, stop, ndim))
+
+
+def _read_raw(frames, start: int, stop: int, ndim: int) -> np.ndarray:
+    """Frames [start, stop) as (n, Y, X), checked, in their own dtype."""
+    chunk = np.asarray(frames if ndim == 2 else frames[start:stop])
     if chunk.dtype.kind not in "uif":
         raise InputError(f"frames must hold numbers, got dtype {chunk.dtype}")
-    with np.errstate(over="ignore"):  # float64 beyond float32: inf, refused just below
-        chunk = chunk.astype(np.float32, copy=False).reshape(-1, *chunk.shape[-2:])
     check_values(chunk, name=f"frames {start}..{stop - 1}")
-    return chunk
+    return chunk.reshape(-1, *chunk.shape[-2:])
+
+
+def _as_float32(chunk: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # values are checked to be within float32's range
+        return chunk.astype(np.float32, copy=False)
+
+
+def _photons_on(chunk: np.ndarray, camera: Camera, device: torch.device) -> torch.Tensor:
+    """The chunk in photons, float32, on ``device``. A camera's integers travel as they are (uint16
+    in half the bytes of float32) and become photons there, with the same float32 arithmetic."""
+    if chunk.dtype == np.uint16:  # as int16 bits: torch's uint16 has few operations on some devices
+        adu = torch.from_numpy(chunk.view(np.int16)).to(device).to(torch.int32) & 0xFFFF
+    elif chunk.dtype in (np.uint8, np.int8, np.int16, np.int32, np.float32):
+        adu = torch.from_numpy(chunk).to(device)
+    else:
+        adu = torch.from_numpy(_as_float32(chunk)).to(device)
+    return camera.adu_to_photons(adu.to(torch.float32))
 
 
 def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
 
 
-def _pass_sizes(H, W, batch_size, batch_pixels, device: torch.device, plan) -> tuple[int, int]:
-    """(frames per chunk, inputs per forward pass): both divide ``batch_size``."""
-    budget = (
-        batch_pixels if batch_pixels is not None else (CPU_BATCH_PIXELS if device.type == "cpu" else None)
-    )
+def default_batch_size(device: str | torch.device = "auto") -> int:
+    """Frames per pass when none is given: DEFAULT_BATCH_SIZE on the CPU, GPU_BATCH_SIZE on a GPU."""
+    return DEFAULT_BATCH_SIZE if resolve_device(device).type == "cpu" else GPU_BATCH_SIZE
+
+
+def default_batch_pixels(runner) -> int | None:
+    """Pixels per pass when ``batch_pixels`` is not given: CPU_BATCH_PIXELS on the CPU; on CUDA,
+    the power of two that keeps a pass's estimated peak within GPU_MEMORY_SHARE of the GPU's memory;
+    no limit elsewhere."""
+    device = runner.device
+    if device.type == "cpu":
+        return CPU_BATCH_PIXELS
+    if device.type != "cuda":
+        return None
+    cfg = runner.net.config
+    width = max(cfg.encoder_channels, cfg.conv_dim)
+    per_pixel = GPU_BYTES_PER_PIXEL_CHANNEL * width
+    per_pixel *= 1.0 if runner.dtype == torch.bfloat16 else 1.7
+    memory = torch.cuda.get_device_properties(device).total_memory
+    return 1 << max(16, int(math.log2(GPU_MEMORY_SHARE * memory / per_pixel)))
+
+
+def _pass_sizes(H, W, batch_size, budget: int | None, plan) -> tuple[int, int]:
+    """(frames per chunk, inputs per forward pass): both divide ``batch_size``; a pass holds at most
+    ``budget`` pixels (None: no limit)."""
     h, w = plan.tile_shape if plan is not None else (H, W)
     per_pass = batch_size if budget is None else _largest_divisor(batch_size, int(budget) // (h * w))
     if plan is None:
@@ -207,7 +257,7 @@ def iter_predict(
     sr_factor: int = 2,
     threshold: float | None = None,
     device: str | torch.device = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     maps=(),
     frame_range: tuple[int, int] | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
@@ -224,9 +274,10 @@ def iter_predict(
 ) -> Generator[PredictProgress, None, PredictionResult]:
     """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
 
-    ``batch_size``: frames (or tiles of large frames) per forward pass, at most; fewer where
-    they would exceed ``batch_pixels`` pixels (default: ``CPU_BATCH_PIXELS`` on the CPU, no limit
-    elsewhere), always a divisor of ``batch_size`` (so that ranges starting at multiples of
+    ``batch_size``: frames (or tiles of large frames) per forward pass, at most (None:
+    :func:`default_batch_size`, 64 on the CPU, 4,096 on a GPU); fewer where they would exceed
+    ``batch_pixels`` pixels (None: :func:`default_batch_pixels`, from the GPU's memory), always a
+    divisor of ``batch_size`` (so that ranges starting at multiples of
     ``batch_size`` run the same batches as the whole stack). Frames larger than
     ``tile_size`` on a side are cut into overlapping tiles (see :mod:`tiling`); ``None`` never
     tiles. ``precision`` ("auto": bf16 where the hardware is fast at it, "fp32", "bf16") and
@@ -254,9 +305,8 @@ def iter_predict(
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if precision not in PRECISIONS:  # before anything is read or loaded
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if int(batch_size) < 1:
+    if batch_size is not None and int(batch_size) < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
-    batch_size = int(batch_size)
     if batch_pixels is not None and int(batch_pixels) < 1:
         raise InputError(f"batch_pixels must be >= 1, got {batch_pixels}")
     T, H, W = _frame_geometry(frames)
@@ -267,6 +317,7 @@ def iter_predict(
     if not 0 <= start < stop <= T:
         raise InputError(f"frame range {start}..{stop} is outside the stack's 0..{T}")
     torch_device = resolve_device(device)
+    batch_size = default_batch_size(torch_device) if batch_size is None else int(batch_size)
     model = load_model(None, torch_device) if model is None else model
     runner = runner_for(
         model.net,
@@ -305,7 +356,8 @@ def iter_predict(
             plan = plan_tiles(H, W, int(tile_size), int(tile_margin), cfg.pad_multiple)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-    chunk_frames, per_pass = _pass_sizes(H, W, batch_size, batch_pixels, torch_device, plan)
+    budget = default_batch_pixels(runner) if batch_pixels is None else int(batch_pixels)
+    chunk_frames, per_pass = _pass_sizes(H, W, batch_size, budget, plan)
     map_data = {
         m: np.zeros((stop - start, math.ceil(H / cfg.strides[m]), math.ceil(W / cfg.strides[m])), np.float32)
         for m in maps
@@ -317,8 +369,7 @@ def iter_predict(
     for t0 in range(start, stop, chunk_frames):
         t1 = min(t0 + chunk_frames, stop)
         lo, hi = max(t0 - half, 0), min(t1 + half, T)
-        chunk = _read_chunk(frames, lo, hi, ndim)
-        photons = torch.from_numpy(camera.adu_to_photons(chunk)).to(torch_device)
+        photons = _photons_on(_read_raw(frames, lo, hi, ndim), camera, torch_device)
         idx = torch.arange(t0, t1)[:, None] + torch.arange(-half, half + 1)[None, :]
         x = photons[(idx.clamp(0, T - 1) - lo).to(torch_device)]  # (B, window, H, W)
         if plan is None:
