@@ -160,3 +160,21 @@ def test_bench_network_times_architecture_variants(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[2].startswith("| default |") and lines[3].startswith("| conv_blocks=1 |")
     assert all(float(line.split("|")[2]) > 0 for line in lines[2:])
+
+
+def test_profile_predict_times_every_stage_and_restores_predict(tmp_path):
+    import profile_predict
+    from napari_var_emitter import predict as predict_module
+
+    before = {name: getattr(predict_module, name) for name in profile_predict.STAGES}
+    out = tmp_path / "profile.md"
+    argv = ["--device", "cpu", "--sizes", "32", "--batches", "4", "--frames", "8", "--precision", "fp32"]
+    assert profile_predict.main([*argv, "--out", str(out)]) == 0
+    row = [line for line in out.read_text().splitlines() if line.startswith("| 32 | 4 |")]
+    assert len(row) == 1
+    cells = [float(c.replace(",", "")) for c in row[0].strip("|").split("|")[2:]]
+    assert cells[0] > 0  # frames/s
+    names = ["read", "photons", "network", "peaks", "dupes", "refinement"]
+    stages = dict(zip(names, cells[1:7], strict=True))
+    assert stages["network"] > 0 and stages["refinement"] > 0 and stages["peaks"] > 0
+    assert {name: getattr(predict_module, name) for name in profile_predict.STAGES} == before

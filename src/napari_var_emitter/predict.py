@@ -51,6 +51,7 @@ GPU_MEMORY_SHARE = 0.4
 # fp32 takes ~1.7x): measured 460 (bf16) and 780 (fp32) bytes per pixel for the default model
 # (width 32), 2,400 and 4,300 for the seed's sizes (width 96).
 GPU_BYTES_PER_PIXEL_CHANNEL = 25
+OTHER_BATCH_PIXELS = 1 << 22  # ~2-3 GB for the default model
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,12 @@ def default_batch_size(device: str | torch.device = "auto") -> int:
 def default_batch_pixels(runner) -> int | None:
     """Pixels per pass when ``batch_pixels`` is not given: CPU_BATCH_PIXELS on the CPU; on CUDA,
     the power of two that keeps a pass's estimated peak within GPU_MEMORY_SHARE of the GPU's memory;
-    no limit elsewhere."""
+    OTHER_BATCH_PIXELS elsewhere (Apple MPS, whose memory torch does not report)."""
     device = runner.device
     if device.type == "cpu":
         return CPU_BATCH_PIXELS
     if device.type != "cuda":
-        return None
+        return OTHER_BATCH_PIXELS
     cfg = runner.net.config
     width = max(cfg.encoder_channels, cfg.conv_dim)
     per_pixel = GPU_BYTES_PER_PIXEL_CHANNEL * width
