@@ -266,3 +266,32 @@ def test_the_default_batch_is_the_cpus_on_the_cpu_and_a_pass_fills_its_pixel_bud
     assert _pass_sizes(128, 128, 64, CPU_BATCH_PIXELS, None) == (16, 16)  # 2**18 px per pass
     assert _pass_sizes(128, 128, 4096, 1 << 24, None) == (1024, 1024)
     assert _pass_sizes(128, 128, 64, None, None) == (64, 64)
+
+
+@pytest.mark.parametrize("layout", ["read-only", "reversed frames", "mirrored rows", "float32 read-only"])
+def test_any_array_layout_reaches_torch_writable_and_gives_the_same_localizations(layout, monkeypatch):
+    from napari_var_emitter import predict as predict_module
+
+    model = load_checkpoint(None, torch.device("cpu"))
+    rng = np.random.default_rng(1)
+    frames = (rng.poisson(20.0, (4, 32, 32)) + 100).astype(np.uint16)
+    frames[:, 10:13, 10:13] += 400  # one bright spot per frame
+    if layout == "float32 read-only":
+        frames = frames.astype(np.float32)
+    view = {"reversed frames": frames[::-1], "mirrored rows": frames[:, ::-1]}.get(layout, frames)
+    if "read-only" in layout:  # as a memory-mapped TIFF gives them
+        view = view.copy()
+        view.flags.writeable = False
+    expected = predict(np.array(view), model, device="cpu").localizations
+
+    from_numpy = torch.from_numpy
+
+    def strict_from_numpy(array):  # torch warns on read-only arrays and refuses negative strides
+        assert array.flags.writeable and min(array.strides) >= 0
+        return from_numpy(array)
+
+    monkeypatch.setattr(predict_module.torch, "from_numpy", strict_from_numpy)
+    got = predict(view, model, device="cpu").localizations
+    assert len(expected) > 0
+    np.testing.assert_array_equal(got.x, expected.x)
+    np.testing.assert_array_equal(got.frame, expected.frame)

@@ -154,6 +154,8 @@ def _as_float32(chunk: np.ndarray) -> np.ndarray:
 def _photons_on(chunk: np.ndarray, camera: Camera, device: torch.device) -> torch.Tensor:
     """The chunk in photons, float32, on ``device``. A camera's integers travel as they are (uint16
     in half the bytes of float32) and become photons there, with the same float32 arithmetic."""
+    if not chunk.flags.writeable or min(chunk.strides, default=0) < 0:
+        chunk = np.array(chunk)  # torch takes neither read-only arrays (memory maps) nor negative strides
     if chunk.dtype == np.uint16:  # as int16 bits: torch's uint16 has few operations on some devices
         adu = torch.from_numpy(chunk.view(np.int16)).to(device).to(torch.int32) & 0xFFFF
     elif chunk.dtype in (np.uint8, np.int8, np.int16, np.int32, np.float32):
