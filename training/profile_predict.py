@@ -73,8 +73,9 @@ def timed_stages(timers: Timers):
         runner = saved_runner_for(*args, **kwargs)
         call = timers.wrap(runner.__call__, "network")
 
-        class Timed:
-            net = runner.net
+        class Timed:  # the runner, its call timed
+            def __getattr__(self, name):
+                return getattr(runner, name)
 
             def __call__(self, *a, **k):
                 return call(*a, **k)
