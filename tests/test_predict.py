@@ -262,8 +262,8 @@ def test_the_default_batch_is_the_cpus_on_the_cpu_and_a_pass_fills_its_pixel_bud
     runner = runner_for(model.net, torch.device("cpu"))
     assert default_batch_size("cpu") == DEFAULT_BATCH_SIZE
     assert default_batch_pixels(runner) == CPU_BATCH_PIXELS
-    assert _pass_sizes(64, 64, 64, CPU_BATCH_PIXELS, None) == (64, 64)
-    assert _pass_sizes(128, 128, 64, CPU_BATCH_PIXELS, None) == (16, 16)  # 2**18 px per pass
+    assert _pass_sizes(64, 64, DEFAULT_BATCH_SIZE, CPU_BATCH_PIXELS, None) == (128, 128)
+    assert _pass_sizes(128, 128, DEFAULT_BATCH_SIZE, CPU_BATCH_PIXELS, None) == (32, 32)  # 2**19 px
     assert _pass_sizes(128, 128, 4096, 1 << 24, None) == (1024, 1024)
     assert _pass_sizes(128, 128, 64, None, None) == (64, 64)
 

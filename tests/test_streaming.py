@@ -149,12 +149,13 @@ def test_cpu_forward_passes_are_bounded_in_pixels(tiny_model):
 
     frames = _Recording(np.full((10, 256, 256), 300, np.uint16))
     predict(frames, tiny_model, Camera(), device="cpu", batch_size=16, sink=lambda locs: None)
-    assert frames.reads == [(0, 4), (4, 8), (8, 10)]  # 4 x 256 x 256 = CPU_BATCH_PIXELS
+    assert CPU_BATCH_PIXELS == 8 * 256 * 256
+    assert frames.reads == [(0, 8), (8, 10)]
     cpu = CPU_BATCH_PIXELS
-    assert _pass_sizes(200, 200, 16, cpu, None) == (4, 4)  # 6 fit: 4 divides 16
+    assert _pass_sizes(200, 200, 16, cpu, None) == (8, 8)  # 13 fit: 8 divides 16
     assert _pass_sizes(256, 256, 16, None, None) == (16, 16)  # no limit
     plan = plan_tiles(2048, 2048, 256, 16, 8)  # 100 tiles of 240 x 240
-    assert _pass_sizes(2048, 2048, 16, cpu, plan) == (1, 4)
+    assert _pass_sizes(2048, 2048, 16, cpu, plan) == (1, 8)  # 9 tiles fit: 8 divides 16
     assert _pass_sizes(512, 512, 16, 1 << 30, plan_tiles(512, 512, 256, 16, 8)) == (1, 16)
     with pytest.raises(InputError, match="batch_pixels"):
         predict(frames, tiny_model, Camera(), device="cpu", batch_pixels=0)

@@ -158,7 +158,8 @@ def _add_predict(sub) -> None:
         "--batch-pixels",
         type=int,
         default=None,
-        help="at most this many pixels per forward pass (default: 262144 on the CPU, no limit on a GPU)",
+        help="at most this many pixels per forward pass (default: 524288 on the CPU; on a GPU, "
+        "what fits in 40 %% of its memory)",
     )
     group.add_argument(
         "--tile-size",

@@ -35,11 +35,11 @@ MODES = ("progressive", "super_resolution")
 # emitter on a cell edge can make both cells fire (closer emitters cannot be told apart anyway).
 DUPLICATE_PX = 0.5
 # Pixels per forward pass on the CPU when ``batch_pixels`` is not given: the default model holds
-# about 1.2 kB of activations per pixel, so ~300 MB; larger batches are no faster on a CPU.
-CPU_BATCH_PIXELS = 1 << 18
-# Frames (or tiles) per forward pass, at most: 64 x 64 px frames fill CPU_BATCH_PIXELS (measured:
-# 1.2-1.35x faster than 16 on this 2-core CPU; training/RESULTS.md).
-DEFAULT_BATCH_SIZE = 64
+# about 1.2 kB of activations per pixel, so ~600 MB. Measured on this 2-core CPU (training/RESULTS.md):
+# 64 frames of 64 x 64 were 1.2-1.35x faster than 16; 128 about 5 % faster than 64 (seventh session).
+CPU_BATCH_PIXELS = 1 << 19
+# Frames (or tiles) per forward pass on the CPU, at most: 64 x 64 px frames fill CPU_BATCH_PIXELS.
+DEFAULT_BATCH_SIZE = 128
 # On a GPU: frames per pass, at most, when ``batch_size`` is not given, and the share of the GPU's
 # memory that a pass may take. The refinement's cost per pass is nearly fixed (a thousand small
 # kernels), so a GPU wants thousands of frames per pass: measured on an H100, at 128 x 128 px the
