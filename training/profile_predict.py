@@ -85,7 +85,8 @@ def timed_stages(timers: Timers):
     try:
         for name, stage in STAGES.items():
             setattr(predict_module, name, timers.wrap(saved[name], stage))
-        predict_module.Localizations.concatenate = saved["Localizations"].concatenate  # a class
+        # Localizations is a class: its timed stand-in must still offer the classmethod predict uses
+        predict_module.Localizations.concatenate = saved["Localizations"].concatenate
         predict_module.runner_for = runner_for
         yield
     finally:

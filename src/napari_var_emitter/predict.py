@@ -278,7 +278,7 @@ def iter_predict(
     """Predict frame chunk by frame chunk; yields progress, returns a :class:`PredictionResult`.
 
     ``batch_size``: frames (or tiles of large frames) per forward pass, at most (None:
-    :func:`default_batch_size`, 64 on the CPU, 4,096 on a GPU); fewer where they would exceed
+    :func:`default_batch_size`, 128 on the CPU, 4,096 on a GPU); fewer where they would exceed
     ``batch_pixels`` pixels (None: :func:`default_batch_pixels`, from the GPU's memory), always a
     divisor of ``batch_size`` (so that ranges starting at multiples of
     ``batch_size`` run the same batches as the whole stack). Frames larger than
