@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 TRAINING = Path(__file__).parents[1] / "training"
+WEIGHTS = Path(__file__).parents[1] / "src" / "napari_var_emitter" / "weights"
 sys.path.insert(0, str(TRAINING))
 
 from inference_true_var import main as inference_main  # noqa: E402
@@ -23,9 +25,32 @@ def test_seed_config_keeps_the_seed_sizes():
     assert (cfg.batch_size, cfg.lr, cfg.scale_weights) == (8, 1e-4, (0.5, 0.7, 0.9, 1.0))
 
 
-def test_default_config_is_the_bundled_recipe():
+def test_default_config_is_the_default_preset():
     cfg = config_from_json(json.loads((TRAINING / "config_default.json").read_text()))
-    assert cfg.preset == "default" and cfg.steps == 3000 and cfg.camera.em_gain == 300
+    assert cfg.preset == "default" and cfg.model == {} and cfg.steps == 3000 and cfg.camera.em_gain == 300
+
+
+@pytest.mark.parametrize(
+    "weights, stage1, stage2",
+    [
+        ("default.pt", "config_default_lean.json", "config_default_lean_stage2.json"),
+        ("window3.pt", "config_window3_lean_stage1.json", "config_window3_lean_stage2.json"),
+    ],
+)
+def test_bundled_weights_are_their_documented_recipe(weights, stage1, stage2):
+    """training/README.md gives two stages per bundled model: both build the bundled network, and
+    the weights' own record (meta) is stage 2's run."""
+    checkpoint = torch.load(WEIGHTS / weights, weights_only=True, map_location="cpu")
+    stages = [config_from_json(json.loads((TRAINING / name).read_text())) for name in (stage1, stage2)]
+    for cfg in stages:
+        assert preset(cfg.preset, **cfg.model).to_dict() == checkpoint["model_config"]
+    recorded = checkpoint["meta"]["train_config"]
+    assert (recorded["steps"], recorded["batch_size"], recorded["seed"]) == (
+        stages[1].steps,
+        stages[1].batch_size,
+        stages[1].seed,
+    )
+    assert recorded["init_from"] is not None  # stage 2 starts from stage 1's weights
 
 
 def test_config_mistakes_are_refused():
