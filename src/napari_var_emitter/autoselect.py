@@ -65,7 +65,7 @@ def persistence(frame: np.ndarray, x: np.ndarray, y: np.ndarray, n_frames: int, 
 def choose(frames, camera: Camera | None = None, device="cpu", frame_model: EmitterModel | None = None):
     """The :class:`Choice` for ``frames`` ((T, Y, X) or (Y, X), ADU; any array napari or
     :func:`.stream.open_frames` gives: only the sample is read)."""
-    from .predict import _frame_geometry, _read_chunk, load_model, predict
+    from .predict import _frame_geometry, _read_raw, load_model, predict
 
     T, H, W = _frame_geometry(frames)
     if len(frames.shape) == 2 or T < 3:
@@ -73,7 +73,7 @@ def choose(frames, camera: Camera | None = None, device="cpu", frame_model: Emit
     start = max(0, T // 2 - SAMPLE_FRAMES // 2)
     stop = min(T, start + SAMPLE_FRAMES)
     y0, x0 = max(0, (H - SAMPLE_SIZE) // 2), max(0, (W - SAMPLE_SIZE) // 2)
-    sample = _read_chunk(frames, start, stop, 3)[:, y0 : y0 + SAMPLE_SIZE, x0 : x0 + SAMPLE_SIZE]
+    sample = _read_raw(frames, start, stop, 3)[:, y0 : y0 + SAMPLE_SIZE, x0 : x0 + SAMPLE_SIZE]
     model = frame_model if frame_model is not None else load_model(None, device=device)
     locs = predict(sample, model, camera, device=device).localizations
     n = len(sample)

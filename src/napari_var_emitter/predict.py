@@ -132,11 +132,6 @@ def _frame_geometry(frames) -> tuple[int, int, int]:
     return check_frame_shape(shape)
 
 
-def _read_chunk(frames, start: int, stop: int, ndim: int) -> np.ndarray:
-    """Frames [start, stop) as float32 (n, Y, X), checked."""
-    return _as_float32(_read_raw(frames, start, stop, ndim))
-
-
 def _read_raw(frames, start: int, stop: int, ndim: int) -> np.ndarray:
     """Frames [start, stop) as (n, Y, X), checked, in their own dtype."""
     chunk = np.asarray(frames if ndim == 2 else frames[start:stop])
