@@ -42,6 +42,14 @@ def _open(make_napari_viewer, sample=True):
     return viewer, widget
 
 
+def _open_data_first(make_napari_viewer):
+    """The usual order of clicks: the data first, then Plugins > Predict emitters."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "simulated_smlm_movie")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict emitters")
+    return viewer, widget
+
+
 def _use_checkpoint(widget, path):
     widget.model.value = CHECKPOINT_FILE
     widget.checkpoint.value = path
@@ -59,6 +67,59 @@ def _outputs(viewer, name=SAMPLE):
         for layer in viewer.layers
         if layer.name.startswith(f"{name} ") and "ground truth" not in layer.name
     ]
+
+
+@pytest.mark.parametrize("opener", [_open_data_first, _open], ids=["data first", "widget first"])
+def test_the_whole_movie_and_every_level_in_either_order(make_napari_viewer, qtbot, opener):
+    viewer, widget = opener(make_napari_viewer)
+    movie = viewer.layers[SAMPLE]
+    n_frames = movie.data.shape[0]
+    assert n_frames == 30
+    assert widget.image.value is movie
+    assert (widget.first_frame.value, widget.last_frame.value) == (0, n_frames - 1)
+    assert list(widget.scales.value) == ["8x8", "16x16", "32x32", "64x64"]
+    assert widget.camera() == Camera.from_dict(movie.metadata["camera"])
+    _predict(qtbot, widget)
+    assert widget.status.text().startswith(
+        f"{len(viewer.layers[f'{SAMPLE} emitters'].data)} emitters in 30 frame"
+    )
+    for size in (8, 16, 32, 64):
+        assert viewer.layers[f"{SAMPLE} probability {size}x{size}"].data.shape == (n_frames, size, size)
+    frames = viewer.layers[f"{SAMPLE} emitters"].features["frame"].to_numpy()
+    assert set(np.unique(frames)) == set(range(n_frames))  # every frame has emitters in the sample
+    # the plugin's own outputs are never offered as camera frames
+    assert [name for name, _ in widget._image_choices()] == [SAMPLE]
+
+
+def test_the_form_follows_a_layer_replaced_under_the_widget(make_napari_viewer):
+    viewer, widget = _open(make_napari_viewer, sample=False)
+    viewer.add_image(np.full((5, 32, 32), 100, np.uint16), name="movie")
+    assert widget.last_frame.value == 4
+    widget.first_frame.value = 2  # a choice the user made for this layer is kept ...
+    viewer.add_image(np.zeros((3, 16, 16), np.uint16), name="other")
+    assert widget.image.value is viewer.layers["movie"] and widget.first_frame.value == 2
+    viewer.layers.remove("movie")  # ... until the layer is replaced by another of the same name
+    viewer.add_image(np.full((12, 48, 48), 100, np.uint16), name="movie")
+    widget.image.value = viewer.layers["movie"]
+    assert (widget.first_frame.value, widget.last_frame.value) == (0, 11)
+    assert widget.scales.choices[-1] == "48x48"
+    viewer.layers["movie"].data = np.full((20, 48, 48), 100, np.uint16)  # new data, same layer
+    assert widget.make_job().stop == 20
+
+
+def test_a_layer_removed_during_a_run(make_napari_viewer, qtbot, random_checkpoint, error_notifications):
+    viewer, widget = _open(make_napari_viewer, sample=False)
+    viewer.add_image(np.full((300, 64, 64), 100, np.float32), name="long")
+    _use_checkpoint(widget, random_checkpoint)
+    widget.threshold.value = 0.05
+    widget.run_button.click()
+    viewer.layers.remove("long")
+    assert widget.image.value is None
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert not error_notifications.messages()
+    assert "300 frame(s)" in widget.status.text()
+    assert viewer.layers["long emitters"].data.shape[1] == 3  # the results of the run are kept
+    assert widget.image.value is None and widget.run_button.isEnabled()
 
 
 def test_camera_prefilled_from_the_sample(make_napari_viewer):

@@ -24,6 +24,14 @@ LayerDataTuple = tuple[Any, dict, str]
 FEATURE_COLUMNS = tuple(n for n in Localizations.column_names() if n not in ("x", "y"))
 DEFAULT_PIXEL_SIZE_NM = 100.0
 RENDER_FACTOR = 8
+# Metadata key of every layer a prediction adds (its value: the input layer's name), so that the
+# plugin's own outputs (maps, render) are never offered as camera frames to predict on.
+OUTPUT_OF = "napari_var_emitter_output_of"
+
+
+def is_output_layer(layer) -> bool:
+    """Whether ``layer`` is one of the plugin's prediction outputs (a map, a render, emitters)."""
+    return OUTPUT_OF in (getattr(layer, "metadata", None) or {})
 
 
 # --- names ----------------------------------------------------------------------------------
@@ -142,7 +150,7 @@ def map_layer(
         "contrast_limits": (0.0, 1.0),
         "blending": "additive",
         "opacity": 0.7,
-        "metadata": {"factor": tuple(float(f) for f in pmap.factor), "level": pmap.level},
+        "metadata": {"factor": tuple(float(f) for f in pmap.factor), "level": pmap.level, OUTPUT_OF: source},
     }
     return data, kwargs, "image"
 
@@ -162,7 +170,7 @@ def points_layer(
         features,
         scale=[float(v) for v in input_scale][-ndim:],
         translate=[float(v) for v in input_translate][-ndim:],
-        metadata={"pixel_size_nm": float(pixel_size_nm)},
+        metadata={"pixel_size_nm": float(pixel_size_nm), OUTPUT_OF: source},
     )
     return data, kwargs, "points"
 
@@ -186,7 +194,7 @@ def render_layer(
         "translate": translate,
         "colormap": "inferno",
         "contrast_limits": (0.0, max(top, 1e-6)),
-        "metadata": {"render_factor": int(factor)},
+        "metadata": {"render_factor": int(factor), OUTPUT_OF: source},
     }
     return image, kwargs, "image"
 

@@ -8,6 +8,7 @@ stops at the next batch. Bad input is reported with ``show_error`` and nothing e
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +172,7 @@ class PredictWidget(QWidget):
         self.outcome: PredictOutcome | None = None
         self._models: dict[Any, Any] = {}  # cache: key -> loaded model
         self._outputs: dict[str, list[str]] = {}  # input layer name -> names of layers we added
+        self._synced: tuple | None = None  # (weak reference to the layer, its shape) the form was set from
 
         # 1. form: input, model, camera, prediction settings
         self.image = ComboBox(label="image", choices=self._image_choices)
@@ -279,12 +281,17 @@ class PredictWidget(QWidget):
         # the session outlives this widget: drop the connection with the Qt object
         disconnect_when_destroyed(self, SESSION.models_changed, self._reset_model_choices)
         self._reset_layer_choices()
+        self._sync_to_layer()  # the data may have been opened before the widget
 
     # --- choices ---------------------------------------------------------------------------
     def _image_choices(self, _widget=None):
         from napari.layers import Image
 
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and not L.is_output_layer(layer)
+        ]
 
     def _model_choices(self, _widget=None):
         trained = [(f"trained: {name}", str(path)) for name, path in SESSION.models().items()]
@@ -298,14 +305,28 @@ class PredictWidget(QWidget):
 
     def _reset_layer_choices(self, _event=None) -> None:
         self.image.reset_choices()
+        self._sync_to_layer()
 
     def _reset_model_choices(self) -> None:
         self.model.reset_choices()
 
     # --- reactions ---------------------------------------------------------------------------
-    def _image_changed(self, layer=None) -> None:
+    def _image_changed(self, _layer=None) -> None:
+        self._sync_to_layer(force=True)
+
+    def _sync_to_layer(self, force: bool = False) -> None:
+        """Set the frame range, the camera fields and the maps from the chosen layer, once per layer
+        (and again when its data changes shape): a layer opened before the widget, chosen again, or
+        replaced under the widget gets its whole frame range. Fields the user edited for the same
+        layer are kept."""
         layer = self.image.value
+        shape = None if layer is None else tuple(layer.data.shape)
+        if layer is not None and not force and self._synced is not None:
+            if self._synced[0]() is layer and self._synced[1] == shape:
+                return
+        self._synced = None if layer is None else (weakref.ref(layer), shape)
         if layer is None:
+            self._update_scales()
             return
         n_frames = layer.data.shape[0] if layer.ndim == 3 else 1
         self.first_frame.max = self.last_frame.max = max(n_frames - 1, 0)
@@ -380,6 +401,7 @@ class PredictWidget(QWidget):
     # --- running -----------------------------------------------------------------------------
     def make_job(self) -> PredictJob:
         """Read and check the form; InputError/CheckpointError with one clear message."""
+        self._sync_to_layer()  # the layer's data may have changed since it was chosen
         layer = self.image.value
         check_image_layer(layer)
         camera = self.camera()
