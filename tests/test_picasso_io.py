@@ -256,11 +256,9 @@ def test_napari_reader_and_writer_handle_picasso(tmp_path):
 
 
 def test_the_thunderstorm_demo_truth_reads_the_same_both_ways(tmp_path):
-    """The shared demo truth is a ThunderSTORM file: read it, write it as CSV and as Picasso, read
+    """Deep-STORM's demo truth is a ThunderSTORM file: read it, write it as CSV and as Picasso, read
     those back: the same points (to float32 for Picasso, to 1e-9 nm for the CSV)."""
-    truth_csv = Path(__file__).parents[1] / ".." / "shared" / "data" / "deepstorm_demo1" / "truth.csv"
-    if not truth_csv.exists():
-        pytest.skip(f"shared validation data not present at {truth_csv}")
+    truth_csv = Path(__file__).parent / "data" / "deepstorm_demo1" / "truth.csv"
     truth = read_csv(truth_csv, 100.0)
     raw = np.array(
         [[float(v) for v in line.split(",")[1:4]] for line in truth_csv.read_text().splitlines()[1:]]

@@ -235,13 +235,17 @@ def test_the_sparse_finest_level_gives_the_dense_localizations():
     dense = predict(frames, model, device="cpu", sparse=False, maps=(3,))
     sparse = predict(frames, model, device="cpu", sparse=True, maps=(3,))
     assert len(dense.localizations) > 20
-    for column in ("frame", "x", "y", "photons", "uncertainty", "probability"):
-        np.testing.assert_array_equal(
-            getattr(sparse.localizations, column), getattr(dense.localizations, column)
+    # The same detections; the same numbers up to float32 rounding: the sparse level convolves the
+    # same cells from smaller crops, and the CPU's kernels may sum in another order (3e-7 relative
+    # was seen on an AVX-512 CPU, bit-identical on others).
+    np.testing.assert_array_equal(sparse.localizations.frame, dense.localizations.frame)
+    for column in ("x", "y", "photons", "uncertainty", "probability"):
+        np.testing.assert_allclose(
+            getattr(sparse.localizations, column), getattr(dense.localizations, column), rtol=1e-5, atol=1e-6
         )
     kept = sparse.maps[3].data > 1e-10
     assert kept.mean() < 0.5  # most of the finest level was skipped ...
-    np.testing.assert_array_equal(sparse.maps[3].data[kept], dense.maps[3].data[kept])
+    np.testing.assert_allclose(sparse.maps[3].data[kept], dense.maps[3].data[kept], rtol=1e-5, atol=1e-7)
     assert dense.maps[3].data[~kept].max() < 0.01  # ... where the dense level sees nothing
 
 

@@ -10,7 +10,7 @@ from napari_var_emitter._writer import write_points
 from napari_var_emitter.errors import CsvFormatError
 from napari_var_emitter.localizations import THUNDERSTORM_HEADER
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).parent / "data"
 DEMO_TRUTH = DATA / "deepstorm_demo1" / "truth.csv"
 
 
@@ -65,8 +65,6 @@ def test_writer_uses_pixel_size_and_one_based_frames(tmp_path):
 
 
 def test_thunderstorm_truth_opens_in_the_right_place(make_napari_viewer):
-    if not DEMO_TRUTH.exists():
-        pytest.skip(f"shared validation data not present at {DEMO_TRUTH}")
     viewer = make_napari_viewer()
     layers = viewer.open(str(DEMO_TRUTH), plugin="napari-var-emitter")
     (layer,) = layers

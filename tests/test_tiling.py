@@ -19,6 +19,7 @@ from napari_var_emitter.checkpoint import EmitterModel
 from napari_var_emitter.errors import InputError
 from napari_var_emitter.model import ModelConfig
 from napari_var_emitter.predict import load_model, predict
+from napari_var_emitter.refine import CONFIRM_FLOOR
 from napari_var_emitter.simulate import apply_camera, render_expected
 from napari_var_emitter.tiling import cut, plan_tiles, stitch
 
@@ -222,7 +223,26 @@ def test_bundled_model_finds_seam_emitters_as_often_as_the_whole_frame_does(bund
     counts = _counts_near(tiled, xs, ys, ts, radius=1.5)
     assert np.all(counts >= 1)
     np.testing.assert_array_equal(counts, _counts_near(untiled, xs, ys, ts, radius=1.5))
-    assert len(tiled) == len(untiled)
+    # Anything else found by one run and not the other is a borderline call: a detection whose
+    # probability sits on the threshold flips with the CPU's float rounding (one at 0.7007 against
+    # 0.7 was seen), which a seam defect (a duplicate or a loss at full probability) does not.
+    different = _unmatched(tiled, untiled) + _unmatched(untiled, tiled)
+    assert len(different) <= 2, different
+    for probability in different:
+        assert min(abs(probability - bundled.threshold), abs(probability - CONFIRM_FLOOR)) < 0.02
+
+
+def _unmatched(a, b, radius=0.05) -> list[float]:
+    """Probabilities of the detections of ``a`` with none of ``b`` within ``radius`` px in their frame."""
+    out = []
+    for k in np.unique(a.frame):
+        here, there = a.in_frame(k), b.in_frame(k)
+        if len(there) == 0:
+            out += list(here.probability)
+            continue
+        distance, _ = cKDTree(np.c_[there.x, there.y]).query(np.c_[here.x, here.y])
+        out += list(here.probability[distance > radius])
+    return out
 
 
 def test_bundled_model_tiled_agrees_with_untiled(bundled):

@@ -1,7 +1,7 @@
 """Fixed, seeded benchmark modelled on the SMLM 2016 challenge; prints one markdown table.
 
 python training/benchmark.py [--frames 100] [--methods classical,picasso,var] [--sets LD-high,...]
-                             [--shared-data ../shared/data] [--csv OUT.csv] [--device auto]
+                             [--data tests/data] [--csv OUT.csv] [--device auto]
                              [--var-model auto|bundled|M] [--precision auto|fp32|bf16] [--compile]
                              [--batch-size N]
 
@@ -95,7 +95,7 @@ class BenchSet:
     unseen: Localizations | None = None  # emitters centred outside the frame (for isolation)
 
 
-def make_set(name: str, n_frames: int, shared_data: Path, validation: bool = False) -> BenchSet:
+def make_set(name: str, n_frames: int, external_data: Path, validation: bool = False) -> BenchSet:
     if name in SYNTHETIC_SETS:
         density, photons, seed = SYNTHETIC_SETS[name]
         assert seed >= BENCHMARK_SEED_BASE
@@ -112,7 +112,7 @@ def make_set(name: str, n_frames: int, shared_data: Path, validation: bool = Fal
         movie = simulate_movie(config, n_frames, seed=seed)
         return BenchSet(name, movie.frames.numpy(), movie.truth, config.camera, PSF_SIGMA_NM, movie.outside)
     if name == "deepstorm_demo1":
-        folder = shared_data / name
+        folder = external_data / name
         camera = Camera(
             pixel_size_nm=100.0, baseline=100.0, e_per_adu=1.0, em_gain=1.0, qe=1.0, read_noise_e=0.0
         )
@@ -334,10 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sets", default=",".join(ALL_SETS), help="comma-separated: " + ",".join(ALL_SETS))
     parser.add_argument(
-        "--shared-data",
+        "--data",
         type=Path,
-        default=REPO / ".." / "shared" / "data",
-        help="folder holding deepstorm_demo1/ (default: ../shared/data from the repo root)",
+        default=REPO / "tests" / "data",
+        help="folder holding deepstorm_demo1/ (default: tests/data)",
     )
     parser.add_argument("--match", choices=("hungarian", "greedy"), default="hungarian")
     parser.add_argument("--device", default="auto", help="device for the VAR model")
@@ -384,12 +384,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, notes = [], []
     for name in sets:
-        if name in EXTERNAL_SETS and not (args.shared_data / name).is_dir():
-            notes.append(f"{name}: skipped, {args.shared_data / name} not found (--shared-data)")
+        if name in EXTERNAL_SETS and not (args.data / name).is_dir():
+            notes.append(f"{name}: skipped, {args.data / name} not found (--data)")
             continue
         if args.validation and name not in SYNTHETIC_SETS:
             continue
-        bench = make_set(name, args.frames, args.shared_data, validation=args.validation)
+        bench = make_set(name, args.frames, args.data, validation=args.validation)
         for method in methods:
             result = run_one(method, bench, args)
             if isinstance(result, str):
