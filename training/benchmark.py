@@ -56,7 +56,7 @@ import numpy as np
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import VarEmitterError
 from napari_var_emitter.io import read_frames
-from napari_var_emitter.localizations import Localizations, read_csv
+from napari_var_emitter.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.metrics import evaluate, subpixel_flatness
 from napari_var_emitter.predict import DEFAULT_BATCH_SIZE
 from napari_var_emitter.simulate import SimulationConfig, simulate_movie
@@ -250,6 +250,7 @@ METHODS = {
 
 
 def run_one(method: str, bench: BenchSet, args) -> dict | str:
+    """One method on one set: the metrics row (or why the method is not available)."""
     runner = METHODS[method](bench, args)
     if isinstance(runner, str):
         return runner
@@ -259,6 +260,9 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
     start = time.perf_counter()
     locs = runner(bench.frames)
     elapsed = time.perf_counter() - start
+    if args.save_locs is not None:
+        args.save_locs.mkdir(parents=True, exist_ok=True)
+        to_csv(locs, args.save_locs / f"{method}_{bench.name}.csv", bench.camera.pixel_size_nm)
     report = evaluate(
         locs,
         bench.truth,
@@ -371,6 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the synthetic sets on validation seeds (5011-5014), for model selection; no external set",
     )
     parser.add_argument("--csv", type=Path, default=None, help="also save the rows as CSV")
+    parser.add_argument(
+        "--save-locs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each method's localizations on each set as DIR/METHOD_SET.csv (to compare "
+        "two versions of the code: the same files, byte for byte, are the same localizations)",
+    )
     args = parser.parse_args(argv)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
