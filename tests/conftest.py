@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture
 def fresh_session():
     """The widgets' session registry (trained models, camera), empty before and after a test."""
-    from napari_var_emitter.widgets.session import SESSION
+    from napari_var_emitter.plugin.session import SESSION
 
     SESSION.clear()
     yield SESSION

@@ -4,8 +4,14 @@ import math
 
 import numpy as np
 
-from napari_var_emitter.autoselect import FRAME_MODEL, MOVIE_MODEL, choose, choose_bundled, persistence
-from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.localize.autoselect import (
+    FRAME_MODEL,
+    MOVIE_MODEL,
+    choose,
+    choose_bundled,
+    persistence,
+)
+from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
 
 def test_persistence_counts_emitters_found_again_in_the_next_frame():

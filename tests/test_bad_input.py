@@ -21,7 +21,6 @@ import torch
 
 from _tiny import TINY
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 from napari_var_emitter.cli import main
 from napari_var_emitter.errors import (
     CameraError,
@@ -31,10 +30,11 @@ from napari_var_emitter.errors import (
     PicassoFormatError,
     VarEmitterError,
 )
-from napari_var_emitter.io import MAX_FRAME_PIXELS, as_frames, read_frames
-from napari_var_emitter.localizations import read_csv, read_localizations, write_localizations
+from napari_var_emitter.io.frames import MAX_FRAME_PIXELS, as_frames, read_frames
+from napari_var_emitter.io.localizations import read_csv, read_localizations, write_localizations
+from napari_var_emitter.localize.pipeline import predict
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
-from napari_var_emitter.predict import predict
+from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 from napari_var_emitter.train import TrainConfig, iter_train
 
 HEADER = '"id","frame","x [nm]","y [nm]","intensity [photon]"\n'
@@ -516,7 +516,7 @@ def test_cli(name, tmp_path, capsys):
 def test_widgets_report_bad_input_as_notifications(
     make_napari_viewer, qtbot, tmp_path, monkeypatch, error_notifications, fresh_session
 ):
-    from napari_var_emitter.widgets.predict_widget import CHECKPOINT_FILE, check_image_layer
+    from napari_var_emitter.plugin.predict_widget import CHECKPOINT_FILE, check_image_layer
 
     errors = error_notifications
     viewer = make_napari_viewer()
@@ -558,7 +558,7 @@ def test_widgets_report_bad_input_as_notifications(
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
         yield
 
-    monkeypatch.setattr("napari_var_emitter.predict.iter_predict", out_of_memory)
+    monkeypatch.setattr("napari_var_emitter.localize.pipeline.iter_predict", out_of_memory)
     errors.mark()
     widget.run_button.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_var_emitter.localizations import Localizations
+from napari_var_emitter.io.localizations import Localizations
 
 TRAINING = Path(__file__).parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
@@ -47,7 +47,7 @@ def test_stacks_are_written_once_and_read_streaming(work):
     path = bench_speed.write_stack(bench_speed.stack_path(work, 32, 5), 32, 5)
     first = path.stat().st_mtime_ns
     assert bench_speed.write_stack(path, 32, 5).stat().st_mtime_ns == first  # reused
-    from napari_var_emitter.stream import RawTiffStack, open_frames
+    from napari_var_emitter.io.stream import RawTiffStack, open_frames
 
     frames = open_frames(path)
     assert isinstance(frames, RawTiffStack) and frames.shape == (5, 32, 32)
@@ -164,7 +164,7 @@ def test_bench_network_times_architecture_variants(capsys):
 
 def test_profile_predict_times_every_stage_and_restores_predict(tmp_path):
     import profile_predict
-    from napari_var_emitter import predict as predict_module
+    from napari_var_emitter.localize import pipeline as predict_module
 
     before = {name: getattr(predict_module, name) for name in profile_predict.STAGES}
     out = tmp_path / "profile.md"

@@ -8,9 +8,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import erf
 
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.classical import fit_spots, localize
 from napari_var_emitter.errors import InputError
-from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.localize.classical import fit_spots, localize
+from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
 
 def _render(shape, emitters, sigma, background):

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from napari_var_emitter.cli import build_parser, main
-from napari_var_emitter.localizations import THUNDERSTORM_HEADER, read_csv
+from napari_var_emitter.io.localizations import THUNDERSTORM_HEADER, read_csv
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_console_script_subprocess(sim_dir, tmp_path):
 
 
 def test_train_writes_a_loadable_checkpoint(tmp_path, capsys):
-    from napari_var_emitter.checkpoint import load_checkpoint
+    from napari_var_emitter.model.checkpoint import load_checkpoint
 
     out = tmp_path / "m.pt"
     code = main(
@@ -210,7 +210,7 @@ def test_train_bad_settings_exit_2(tmp_path, capsys):
 
 
 def test_evaluate_reads_picasso_files_at_their_own_pixel_size(sim_dir, tmp_path, capsys):
-    from napari_var_emitter.localizations import write_localizations
+    from napari_var_emitter.io.localizations import write_localizations
 
     truth = read_csv(sim_dir / "truth.csv", 100.0)
     # the same emitters in a Picasso file of 50 nm pixels: positions in those pixels

@@ -7,16 +7,16 @@ import tifffile
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.cli import main
 from napari_var_emitter.errors import InputError
-from napari_var_emitter.localizations import Localizations
-from napari_var_emitter.predict import load_model, predict
-from napari_var_emitter.stream import open_frames
+from napari_var_emitter.io.localizations import Localizations
+from napari_var_emitter.io.stream import open_frames
+from napari_var_emitter.localize.pipeline import load_model, predict
 
 distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
 def movie_path(tmp_path_factory):
-    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
     config = SimulationConfig(frame_size=(40, 48), density_per_um2=0.8, photons=(1500.0, 6000.0))
     frames = simulate_movie(config, 22, seed=8).frames.numpy().astype(np.uint16)
@@ -42,7 +42,7 @@ def _assert_same(a: Localizations, b: Localizations):
 
 
 def test_cluster_gives_the_single_process_localizations(movie_path, cluster):
-    from napari_var_emitter.cluster import predict_on_cluster
+    from napari_var_emitter.localize.cluster import predict_on_cluster
 
     camera = Camera(baseline=101.0)  # sent to the workers: not the model's own camera
     options = dict(device="cpu", batch_size=4, precision="fp32")
@@ -73,8 +73,8 @@ def test_cli_with_a_dask_scheduler(movie_path, cluster, tmp_path):
 
 
 def test_worker_errors_and_bad_requests_are_one_line(movie_path, cluster, tmp_path, capsys, monkeypatch):
-    from napari_var_emitter import cluster as cluster_module
-    from napari_var_emitter.cluster import predict_on_cluster
+    from napari_var_emitter.localize import cluster as cluster_module
+    from napari_var_emitter.localize.cluster import predict_on_cluster
 
     monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 1.0)
     with pytest.raises(InputError, match="threshold"):  # raised on a worker, re-raised here

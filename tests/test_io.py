@@ -5,7 +5,7 @@ import pytest
 import tifffile
 
 from napari_var_emitter.errors import InputError
-from napari_var_emitter.io import as_frames, read_frames
+from napari_var_emitter.io.frames import as_frames, read_frames
 
 
 def test_read_stack_is_memory_mapped(tmp_path):

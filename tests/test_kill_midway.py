@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from _tiny import TINY
-from napari_var_emitter._atomic import temporaries
-from napari_var_emitter.localizations import Localizations, read_csv, to_csv
-from napari_var_emitter.picasso_io import read_picasso, to_picasso, yaml_path
+from napari_var_emitter.io.atomic import temporaries
+from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
+from napari_var_emitter.io.picasso import read_picasso, to_picasso, yaml_path
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and the stale-file check are POSIX")
 
@@ -76,7 +76,7 @@ def test_killed_csv_write_leaves_the_previous_table(tmp_path):
 
     body = """
         import numpy as np
-        from napari_var_emitter.localizations import Localizations, to_csv
+        from napari_var_emitter.io.localizations import Localizations, to_csv
         n = 2_000_000
         to_csv(Localizations(frame=np.zeros(n, int), x=np.arange(n) * 1e-3, y=np.ones(n)), target, 100.0)
         print("finished")
@@ -98,8 +98,8 @@ def test_killed_picasso_write_leaves_the_previous_files(tmp_path):
     body = """
         import h5py
         import numpy as np
-        from napari_var_emitter.localizations import Localizations
-        from napari_var_emitter.picasso_io import to_picasso
+        from napari_var_emitter.io.localizations import Localizations
+        from napari_var_emitter.io.picasso import to_picasso
         real = h5py.Group.create_dataset
         def create_then_stall(self, name, *args, **kwargs):
             dataset = real(self, name, *args, **kwargs)
@@ -122,7 +122,7 @@ def test_killed_picasso_write_leaves_the_previous_files(tmp_path):
 def test_killed_training_keeps_its_last_checkpoint_and_resumes(tmp_path):
     """A real training run, killed while it rewrites its checkpoint at step 2: the step-1
     checkpoint stays loadable, and resume continues from step 1."""
-    from napari_var_emitter.checkpoint import load_checkpoint
+    from napari_var_emitter.model.checkpoint import load_checkpoint
     from napari_var_emitter.train import TrainConfig, iter_train
 
     target = tmp_path / "m.pt"

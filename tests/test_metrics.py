@@ -7,9 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_var_emitter.errors import InputError
-from napari_var_emitter.localizations import Localizations
-from napari_var_emitter.metrics import (
+from napari_var_emitter.analysis.metrics import (
     MetricReport,
     crlb_nm,
     evaluate,
@@ -18,6 +16,8 @@ from napari_var_emitter.metrics import (
     subpixel_flatness,
     uncertainty_calibration,
 )
+from napari_var_emitter.errors import InputError
+from napari_var_emitter.io.localizations import Localizations
 
 PX = 100.0  # nm per pixel in these cases
 

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import yaml
 
-from napari_var_emitter._reader import get_reader
-from napari_var_emitter._writer import write_points
 from napari_var_emitter.errors import InputError, PicassoFormatError
-from napari_var_emitter.localizations import (
+from napari_var_emitter.io.localizations import (
     Localizations,
     read_csv,
     read_localizations,
     to_csv,
     write_localizations,
 )
-from napari_var_emitter.picasso_io import read_picasso, to_picasso, yaml_path
+from napari_var_emitter.io.picasso import read_picasso, to_picasso, yaml_path
+from napari_var_emitter.plugin.reader import get_reader
+from napari_var_emitter.plugin.writer import write_points
 
 picasso_io = pytest.importorskip("picasso.io", reason="picassosr is in the testing extras")
 
@@ -294,7 +294,7 @@ def test_a_damaged_variable_length_metadata_never_hangs_the_reader(tmp_path):
     path.write_bytes(bytes(content))
     code = (
         "import sys\n"
-        "from napari_var_emitter.picasso_io import read_picasso\n"
+        "from napari_var_emitter.io.picasso import read_picasso\n"
         "print(read_picasso(sys.argv[1])[1])"
     )
     done = subprocess.run(

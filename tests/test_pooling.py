@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from napari_var_emitter.localizations import Localizations
-from napari_var_emitter.pooling import POOL_PX, TemporalPooler, pool, pool_positions
+from napari_var_emitter.io.localizations import Localizations
+from napari_var_emitter.localize.pooling import POOL_PX, TemporalPooler, pool, pool_positions
 
 
 def test_an_emitter_in_three_frames_is_averaged_by_its_fits_weights():

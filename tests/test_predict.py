@@ -8,11 +8,11 @@ import torch
 
 from _tiny import TINY
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 from napari_var_emitter.errors import CheckpointError, InputError
+from napari_var_emitter.localize.pipeline import iter_predict, predict
+from napari_var_emitter.localize.postprocess import extract
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
-from napari_var_emitter.postprocess import extract
-from napari_var_emitter.predict import iter_predict, predict
+from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 
 
 def _level(h, w, stride, cells):
@@ -164,8 +164,8 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
     emitters its own positions can beat a fit of frame t alone; there the refinement is for the
     pixel-grid bias, see training/RESULTS.md.) Measured with the one-frame model of the eighth
     session: RMSE 22.7 -> 20.6 nm, RMSE/CRLB 1.08 -> 1.00, sub-pixel max/min 2.5 -> 1.7."""
-    from napari_var_emitter.metrics import evaluate, subpixel_flatness
-    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.analysis.metrics import evaluate, subpixel_flatness
+    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
     config = SimulationConfig(density_per_um2=0.3, photons=(500.0, 3000.0))  # 64 x 64 frames
     movie = simulate_movie(config, 60, seed=321)
@@ -194,8 +194,8 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
 
 
 def test_an_emitter_on_a_pixel_edge_is_reported_once():
-    from napari_var_emitter.classical import gaussian_model
-    from napari_var_emitter.simulate import apply_camera
+    from napari_var_emitter.localize.classical import gaussian_model
+    from napari_var_emitter.simulation.simulate import apply_camera
 
     camera = Camera()  # the EMCCD the bundled model was trained for
     truth = [(x + 0.5, y) for x in (10, 22, 34) for y in (10, 22, 34)]  # on the edge between 2 pixels
@@ -214,7 +214,7 @@ def test_an_emitter_on_a_pixel_edge_is_reported_once():
 
 def test_both_bundled_models_load_and_find_emitters():
     """The default bundled model sees frame t; ``bundled:window-3`` sees frames t-1, t, t+1."""
-    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
     default, window = load_checkpoint(None), load_checkpoint("bundled:window-3")
     assert default.net.config.frame_window == 1 and window.net.config.frame_window == 3
@@ -227,7 +227,7 @@ def test_both_bundled_models_load_and_find_emitters():
 
 
 def test_the_sparse_finest_level_gives_the_dense_localizations():
-    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
     model = load_checkpoint(None, torch.device("cpu"))
     movie = simulate_movie(SimulationConfig(frame_size=(48, 48), density_per_um2=0.5), 12, seed=11)
@@ -253,7 +253,7 @@ def test_the_sparse_finest_level_gives_the_dense_localizations():
     "dtype", [np.uint16, np.uint8, np.int16, np.int32, np.uint32, np.float32, np.float64]
 )
 def test_frames_become_photons_on_the_device_as_the_float32_formula_gives(dtype):
-    from napari_var_emitter.predict import _photons_on
+    from napari_var_emitter.localize.pipeline import _photons_on
 
     camera = Camera()
     rng = np.random.default_rng(0)
@@ -267,14 +267,14 @@ def test_frames_become_photons_on_the_device_as_the_float32_formula_gives(dtype)
 
 
 def test_the_default_batch_is_the_cpus_on_the_cpu_and_a_pass_fills_its_pixel_budget():
-    from napari_var_emitter.model.runtime import runner_for
-    from napari_var_emitter.predict import (
+    from napari_var_emitter.localize.pipeline import (
         CPU_BATCH_PIXELS,
         DEFAULT_BATCH_SIZE,
         _pass_sizes,
         default_batch_pixels,
         default_batch_size,
     )
+    from napari_var_emitter.model.runtime import runner_for
 
     model = load_checkpoint(None, torch.device("cpu"))
     runner = runner_for(model.net, torch.device("cpu"))
@@ -288,7 +288,7 @@ def test_the_default_batch_is_the_cpus_on_the_cpu_and_a_pass_fills_its_pixel_bud
 
 @pytest.mark.parametrize("layout", ["read-only", "reversed frames", "mirrored rows", "float32 read-only"])
 def test_any_array_layout_reaches_torch_writable_and_gives_the_same_localizations(layout, monkeypatch):
-    from napari_var_emitter import predict as predict_module
+    from napari_var_emitter.localize import pipeline as predict_module
 
     model = load_checkpoint(None, torch.device("cpu"))
     rng = np.random.default_rng(1)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.checkpoint import EmitterModel, bundled_path, save_checkpoint
-from napari_var_emitter.localizations import read_csv
+from napari_var_emitter.io.localizations import read_csv
+from napari_var_emitter.model.checkpoint import EmitterModel, bundled_path, save_checkpoint
 from napari_var_emitter.model.config import ModelConfig
 from napari_var_emitter.model.var import TrueVAREmitterPredictor
-from napari_var_emitter.widgets.predict_widget import CHECKPOINT_FILE
+from napari_var_emitter.plugin.predict_widget import CHECKPOINT_FILE
 
 PLUGIN = "napari-var-emitter"
 SAMPLE = "Simulated SMLM movie"
@@ -207,7 +207,7 @@ def test_export_csv_button(make_napari_viewer, qtbot, random_checkpoint, tmp_pat
     _predict(qtbot, widget)
     target = tmp_path / "locs.csv"
     monkeypatch.setattr(
-        "napari_var_emitter.widgets.predict_widget.QFileDialog.getSaveFileName",
+        "napari_var_emitter.plugin.predict_widget.QFileDialog.getSaveFileName",
         lambda *args, **kwargs: (str(target), "CSV (*.csv)"),
     )
     widget.export_button.click()
@@ -309,8 +309,8 @@ def test_bad_input_is_reported_and_the_viewer_keeps_working(
 
 @pytest.mark.parametrize("choice", ["bundled", "bundled, 3 frames (movies)"])
 def test_bundled_model_finds_the_sample_emitters(make_napari_viewer, qtbot, choice):
-    from napari_var_emitter.metrics import evaluate
-    from napari_var_emitter.widgets.layers import points_to_locs
+    from napari_var_emitter.analysis.metrics import evaluate
+    from napari_var_emitter.plugin.layers import points_to_locs
 
     assert bundled_path().exists(), f"the bundled weights are missing: {bundled_path()}"
     assert bundled_path("window-3").exists()
@@ -358,7 +358,7 @@ def test_auto_model_takes_3_frames_for_a_movie_and_1_for_shuffled_frames(make_na
 
 
 def test_the_large_frame_option_reaches_the_prediction(make_napari_viewer, qtbot, monkeypatch):
-    from napari_var_emitter import predict as predict_module
+    from napari_var_emitter.localize import pipeline as predict_module
 
     seen = []
     real = predict_module.iter_predict

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_var_emitter._reader import get_reader
-from napari_var_emitter._writer import write_points
 from napari_var_emitter.errors import CsvFormatError
-from napari_var_emitter.localizations import THUNDERSTORM_HEADER
+from napari_var_emitter.io.localizations import THUNDERSTORM_HEADER
+from napari_var_emitter.plugin.reader import get_reader
+from napari_var_emitter.plugin.writer import write_points
 
 DATA = Path(__file__).parent / "data"
 DEMO_TRUTH = DATA / "deepstorm_demo1" / "truth.csv"

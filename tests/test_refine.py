@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.classical import gaussian_model
-from napari_var_emitter.refine import CONFIRM_FLOOR, SHARE_ALONE, confirmed, refine
+from napari_var_emitter.localize.classical import gaussian_model
+from napari_var_emitter.localize.refine import CONFIRM_FLOOR, SHARE_ALONE, confirmed, refine
 
 SIGMA = 1.2
 CAMERA = Camera(em_gain=1.0, qe=1.0, read_noise_e=0.0, e_per_adu=1.0, baseline=0.0)  # Poisson only
@@ -125,7 +125,7 @@ def test_no_detections_and_tiny_frames():
 
 
 def test_neighbour_pairs_are_all_pairs_of_one_frame_within_the_radius():
-    from napari_var_emitter.neighbours import neighbour_pairs
+    from napari_var_emitter.localize.neighbours import neighbour_pairs
 
     rng = np.random.default_rng(4)
     n = 400
@@ -151,7 +151,7 @@ def _dedupe_reference(frame, x, y, score, min_dist):
 
 
 def test_dedupe_keeps_the_higher_score_as_the_classical_one():
-    from napari_var_emitter.neighbours import dedupe, dedupe_indices
+    from napari_var_emitter.localize.neighbours import dedupe, dedupe_indices
 
     rng = np.random.default_rng(5)
     n = 300
@@ -164,7 +164,7 @@ def test_dedupe_keeps_the_higher_score_as_the_classical_one():
 
 
 def test_torch_model_of_a_box_is_the_classical_one():
-    from napari_var_emitter.refine import gaussian_model as torch_model
+    from napari_var_emitter.localize.refine import gaussian_model as torch_model
 
     rng = np.random.default_rng(6)
     theta = np.column_stack(

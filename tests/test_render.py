@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from napari_var_emitter.analysis.render import render_gaussians
 from napari_var_emitter.errors import InputError
-from napari_var_emitter.localizations import Localizations
-from napari_var_emitter.render import render_gaussians
-from napari_var_emitter.widgets.layers import map_geometry
+from napari_var_emitter.io.localizations import Localizations
+from napari_var_emitter.plugin.layers import map_geometry
 
 
 def _locs(**columns) -> Localizations:

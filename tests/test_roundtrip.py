@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 from napari_var_emitter.errors import (
     CameraError,
     CheckpointError,
@@ -26,8 +25,8 @@ from napari_var_emitter.errors import (
     InputError,
     PicassoFormatError,
 )
-from napari_var_emitter.io import read_frames
-from napari_var_emitter.localizations import (
+from napari_var_emitter.io.frames import read_frames
+from napari_var_emitter.io.localizations import (
     MAX_FRAME,
     Localizations,
     parse_csv,
@@ -36,8 +35,9 @@ from napari_var_emitter.localizations import (
     to_csv,
     write_localizations,
 )
+from napari_var_emitter.io.picasso import read_picasso
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
-from napari_var_emitter.picasso_io import read_picasso
+from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 
 SETTINGS = settings(
     max_examples=50,

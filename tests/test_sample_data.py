@@ -30,7 +30,7 @@ def test_sample_opens_in_viewer(make_napari_viewer):
 
 
 def test_sample_is_seeded():
-    from napari_var_emitter._sample_data import make_sample_movie
+    from napari_var_emitter.plugin.sample_data import make_sample_movie
 
     first, second = make_sample_movie(), make_sample_movie()
     np.testing.assert_array_equal(first[0][0], second[0][0])

@@ -11,14 +11,14 @@ import torch
 
 from _tiny import TINY
 from napari_var_emitter import cli
-from napari_var_emitter._atomic import temporaries
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.checkpoint import EmitterModel, load_checkpoint
 from napari_var_emitter.errors import InputError
-from napari_var_emitter.localizations import Localizations, read_csv, to_csv
+from napari_var_emitter.io.atomic import temporaries
+from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
+from napari_var_emitter.io.stream import RawTiffStack, TiffPageStack, close_frames, csv_stream, open_frames
+from napari_var_emitter.localize.pipeline import predict
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
-from napari_var_emitter.predict import predict
-from napari_var_emitter.stream import RawTiffStack, TiffPageStack, close_frames, csv_stream, open_frames
+from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def movie():
 
 @pytest.fixture(scope="module")
 def sim_movie():
-    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
     config = SimulationConfig(frame_size=(32, 40), density_per_um2=0.5, photons=(2000.0, 5000.0))
     return simulate_movie(config, 12, seed=4).frames.numpy().astype(np.uint16)
@@ -144,8 +144,8 @@ def test_predict_reads_chunks_and_sink_gets_every_localization(sim_movie, name):
 
 
 def test_cpu_forward_passes_are_bounded_in_pixels(tiny_model):
-    from napari_var_emitter.predict import CPU_BATCH_PIXELS, _pass_sizes
-    from napari_var_emitter.tiling import plan_tiles
+    from napari_var_emitter.localize.pipeline import CPU_BATCH_PIXELS, _pass_sizes
+    from napari_var_emitter.localize.tiling import plan_tiles
 
     frames = _Recording(np.full((10, 256, 256), 300, np.uint16))
     predict(frames, tiny_model, Camera(), device="cpu", batch_size=16, sink=lambda locs: None)
@@ -286,7 +286,7 @@ def test_cli_quiet_on_a_terminal_says_nothing(compressed_movie, tmp_path, monkey
 
 
 def test_cli_interrupted_leaves_no_output(compressed_movie, tmp_path, monkeypatch, capsys):
-    import napari_var_emitter.predict as predict_module
+    import napari_var_emitter.localize.pipeline as predict_module
 
     real = predict_module.iter_predict
 
@@ -304,8 +304,8 @@ def test_cli_interrupted_leaves_no_output(compressed_movie, tmp_path, monkeypatc
 
 
 def test_cli_classical_in_chunks_equals_one_call(compressed_movie, tmp_path, monkeypatch):
-    from napari_var_emitter import classical
-    from napari_var_emitter.io import read_frames
+    from napari_var_emitter.io.frames import read_frames
+    from napari_var_emitter.localize import classical
 
     monkeypatch.setattr(cli, "_CLASSICAL_CHUNK_PIXELS", 3 * 32 * 40)  # chunks of 3 frames
     out = tmp_path / "classical.csv"
@@ -318,8 +318,8 @@ def test_cli_classical_in_chunks_equals_one_call(compressed_movie, tmp_path, mon
 
 
 def test_cli_writes_picasso_hdf5(compressed_movie, tmp_path):
-    pytest.importorskip("napari_var_emitter.picasso_io")
-    from napari_var_emitter.localizations import read_localizations
+    pytest.importorskip("napari_var_emitter.io.picasso")
+    from napari_var_emitter.io.localizations import read_localizations
 
     out = tmp_path / "locs.hdf5"
     args = ["predict", str(compressed_movie / "plain.tif"), "--out", str(out), "--quiet"]

@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
 from napari_var_emitter.camera import Camera
-from napari_var_emitter.checkpoint import EmitterModel
 from napari_var_emitter.errors import InputError
+from napari_var_emitter.localize.pipeline import load_model, predict
+from napari_var_emitter.localize.refine import CONFIRM_FLOOR
+from napari_var_emitter.localize.tiling import cut, plan_tiles, stitch
 from napari_var_emitter.model import ModelConfig
-from napari_var_emitter.predict import load_model, predict
-from napari_var_emitter.refine import CONFIRM_FLOOR
-from napari_var_emitter.simulate import apply_camera, render_expected
-from napari_var_emitter.tiling import cut, plan_tiles, stitch
+from napari_var_emitter.model.checkpoint import EmitterModel
+from napari_var_emitter.simulation.simulate import apply_camera, render_expected
 
 # ---------------------------------------------------------------------------------------------------
 # the plan

@@ -7,15 +7,15 @@ import torch
 
 from _tiny import TINY
 from napari_var_emitter import train as train_module
-from napari_var_emitter.checkpoint import (
+from napari_var_emitter.errors import CheckpointError, TrainingError
+from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
+from napari_var_emitter.model.checkpoint import (
     CONFIG_LIMITS,
     EmitterModel,
     load_checkpoint,
     read_payload,
     save_checkpoint,
 )
-from napari_var_emitter.errors import CheckpointError, TrainingError
-from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.train import TrainConfig, iter_train
 
 
@@ -193,7 +193,7 @@ def test_finalize_weights_keeps_a_chosen_threshold_and_drops_the_training_state(
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
     from finalize_weights import main as finalize
-    from napari_var_emitter.checkpoint import load_checkpoint, read_payload
+    from napari_var_emitter.model.checkpoint import load_checkpoint, read_payload
 
     cfg = _cfg(tmp_path, steps=2)
     list(iter_train(cfg))

@@ -7,8 +7,8 @@ import pytest
 import torch
 from qtpy.QtCore import QTimer
 
-from napari_var_emitter.predict import load_model
-from napari_var_emitter.widgets.session import SESSION
+from napari_var_emitter.localize.pipeline import load_model
+from napari_var_emitter.plugin.session import SESSION
 
 PLUGIN = "napari-var-emitter"
 TIMEOUT_MS = 300_000

@@ -20,7 +20,7 @@ localizations handed to a sink that counts them). ``peak RSS`` is the process's 
 memory: it does not grow with the stack). On CUDA, ``GPU peak`` is torch's peak allocation.
 
 Methods: ``var`` (the bundled model or ``--var-model``, progressive mode, frames over
-``--tile-size`` px tiled), ``classical`` (napari_var_emitter.classical, in chunks of 2 Mpx),
+``--tile-size`` px tiled), ``classical`` (napari_var_emitter.localize.classical, in chunks of 2 Mpx),
 ``picasso`` (picassosr ``localize_frames``, gaussmle, batches of 4 Mpx with ``start_frame``;
 skipped if it does not import; its own thread pool: 0.75 x CPUs, at least 1). Torch uses
 ``OMP_NUM_THREADS`` or ``--threads``. ``--quick`` is a small run (sizes 64,128,256 of 20 frames, stacks
@@ -65,7 +65,7 @@ def write_stack(path: Path, size: int, n_frames: int) -> Path:
     import tifffile
 
     from napari_var_emitter.camera import Camera
-    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
     config = SimulationConfig(
         frame_size=(size, size),
@@ -115,7 +115,7 @@ def _runner(method: str, args):
 
     camera = Camera()
     if method == "var":
-        from napari_var_emitter.predict import load_model, predict
+        from napari_var_emitter.localize.pipeline import load_model, predict
 
         model = load_model(args.var_model, device=args.device)
 
@@ -133,7 +133,7 @@ def _runner(method: str, args):
 
         return run
     if method == "classical":
-        from napari_var_emitter import classical
+        from napari_var_emitter.localize import classical
 
         def run(frames, sink):
             step = max(1, (1 << 21) // (frames.shape[1] * frames.shape[2]))
@@ -184,7 +184,7 @@ def run_case(method: str, path: Path, args) -> dict:
     """Warm up, then time one method on the whole stack; a dict of numbers (printed as JSON)."""
     import torch
 
-    from napari_var_emitter.stream import close_frames, open_frames
+    from napari_var_emitter.io.stream import close_frames, open_frames
 
     run = _runner(method, args)
     frames = open_frames(path)
@@ -296,7 +296,7 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_var_emitter.predict import DEFAULT_BATCH_SIZE
+    from napari_var_emitter.localize.pipeline import DEFAULT_BATCH_SIZE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64,128,256,512,2048", help="frame sizes [px] of the size sweep")

@@ -21,7 +21,7 @@ Seeds from 10_000 up are reserved for benchmarks: training and tuning must use s
 its camera is not published: we read it as 1 ADU per photon, baseline 100, no EM gain). It is never
 used to tune anything.
 
-Methods: ``classical`` (napari_var_emitter.classical), ``picasso`` (picassosr: its own net-gradient
+Methods: ``classical`` (napari_var_emitter.localize.classical), ``picasso`` (picassosr: its own net-gradient
 identification + Gaussian MLE fit, ``localize_frames(..., fitting_method="gaussmle")``, skipped if it
 does not import), ``var`` (``--var-model``, default ``auto``: the bundled model the command line
 would choose for the set, see autoselect.py; chosen before the clock starts, like loading; via
@@ -53,13 +53,13 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_var_emitter.analysis.metrics import evaluate, subpixel_flatness
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import VarEmitterError
-from napari_var_emitter.io import read_frames
-from napari_var_emitter.localizations import Localizations, read_csv, to_csv
-from napari_var_emitter.metrics import evaluate, subpixel_flatness
-from napari_var_emitter.predict import DEFAULT_BATCH_SIZE
-from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.io.frames import read_frames
+from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
+from napari_var_emitter.localize.pipeline import DEFAULT_BATCH_SIZE
+from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
 REPO = Path(__file__).resolve().parents[1]
 PSF_SIGMA_NM = 120.0
@@ -127,7 +127,7 @@ def make_set(name: str, n_frames: int, external_data: Path, validation: bool = F
 
 
 def method_classical(bench: BenchSet, args):
-    from napari_var_emitter import classical
+    from napari_var_emitter.localize import classical
 
     def run(frames):
         return classical.localize(
@@ -186,10 +186,10 @@ def method_picasso(bench: BenchSet, args):
 
 def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: bool = True):
     try:
-        from napari_var_emitter.predict import load_model, predict
+        from napari_var_emitter.localize.pipeline import load_model, predict
 
         if args.var_model == "auto":
-            from napari_var_emitter.autoselect import choose_bundled
+            from napari_var_emitter.localize.autoselect import choose_bundled
 
             model, choice = choose_bundled(bench.frames, bench.camera, device=args.device)
             print(f"{bench.name}: {choice.describe()}", file=sys.stderr)

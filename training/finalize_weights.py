@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from napari_var_emitter.checkpoint import load_checkpoint, save_checkpoint
+from napari_var_emitter.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_var_emitter.train import TrainConfig, validate, validation_movies
 
 

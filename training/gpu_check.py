@@ -42,7 +42,7 @@ PX_NM = 100.0
 
 def simulated(size: int, n: int, seed: int) -> np.ndarray:
     from napari_var_emitter.camera import Camera
-    from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
     config = SimulationConfig(
         frame_size=(size, size),
@@ -101,7 +101,7 @@ def passes(result: dict, precision: str) -> bool:
 
 
 def agreement(device: str, compare_frames: int, big_frames: int = 2) -> list[dict]:
-    from napari_var_emitter.predict import load_model, predict
+    from napari_var_emitter.localize.pipeline import load_model, predict
 
     rows = []
     cases = [(64, compare_frames, None), (512, big_frames, 256)]  # (size, frames, tile size)
@@ -128,10 +128,10 @@ def _pool(size: int, n: int) -> np.ndarray:
 
 
 def model_for(preset_name: str):
-    from napari_var_emitter.checkpoint import EmitterModel
+    from napari_var_emitter.localize.pipeline import load_model
     from napari_var_emitter.model import TrueVAREmitterPredictor
+    from napari_var_emitter.model.checkpoint import EmitterModel
     from napari_var_emitter.model.config import preset
-    from napari_var_emitter.predict import load_model
 
     if preset_name == "default":
         return load_model(None), "bundled"
@@ -143,11 +143,11 @@ def throughput(
 ) -> dict:
     import torch
 
-    from napari_var_emitter.predict import predict
+    from napari_var_emitter.localize.pipeline import predict
 
     if batch_pixels is None:  # predict's own choice for this GPU and model
+        from napari_var_emitter.localize.pipeline import _pass_sizes, default_batch_pixels, default_batch_size
         from napari_var_emitter.model.runtime import runner_for
-        from napari_var_emitter.predict import _pass_sizes, default_batch_pixels, default_batch_size
 
         runner = runner_for(model.net, torch.device(device), precision=precision, sparse=sparse)
         batch = _pass_sizes(size, size, default_batch_size(device), default_batch_pixels(runner), None)[1]

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from napari_var_emitter.analysis.metrics import evaluate
 from napari_var_emitter.errors import VarEmitterError
-from napari_var_emitter.io import read_frames
-from napari_var_emitter.localizations import to_csv
-from napari_var_emitter.metrics import evaluate
-from napari_var_emitter.predict import load_model, predict
-from napari_var_emitter.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.io.frames import read_frames
+from napari_var_emitter.io.localizations import to_csv
+from napari_var_emitter.localize.pipeline import load_model, predict
+from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
 
 def main(argv=None) -> int:

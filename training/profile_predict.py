@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_var_emitter import predict as predict_module
+from napari_var_emitter.localize import pipeline as predict_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import simulated  # noqa: E402

@@ -11,7 +11,7 @@ from .errors import (
     TrainingError,
     VarEmitterError,
 )
-from .localizations import Localizations
+from .io.localizations import Localizations
 
 __version__ = "0.1.0"
 __all__ = [

@@ -7,8 +7,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ._atomic import write_text
 from .errors import CameraError
+from .io.atomic import write_text
 
 MAX_CAMERA_FILE_BYTES = 1 << 20
 

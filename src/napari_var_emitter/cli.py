@@ -115,8 +115,8 @@ def _clock(seconds: float) -> str:
 
 
 def _add_predict(sub) -> None:
-    from .predict import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
-    from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE
+    from .localize.pipeline import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
+    from .localize.tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE
 
     p = sub.add_parser("predict", help="localize emitters in a TIFF stack and write a ThunderSTORM CSV")
     p.add_argument("frames", metavar="FRAMES", help="TIFF stack (T, Y, X) or single frame, in ADU")
@@ -218,7 +218,7 @@ _CLASSICAL_CHUNK_PIXELS = 1 << 21  # pixels read at a time by the classical base
 
 def _classical_chunks(frames, camera, args, write, progress) -> None:
     """The Gaussian-fit baseline, chunk by chunk (its fits are per frame: same result as one call)."""
-    from . import classical
+    from .localize import classical
 
     kwargs = {}
     if args.threshold is not None:
@@ -236,9 +236,9 @@ def _classical_chunks(frames, camera, args, write, progress) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from .io import as_frames
-    from .localizations import Localizations, table_format, write_localizations
-    from .stream import close_frames, csv_stream, open_frames
+    from .io.frames import as_frames
+    from .io.localizations import Localizations, table_format, write_localizations
+    from .io.stream import close_frames, csv_stream, open_frames
 
     camera = _camera(args)
     out = Path(args.out)
@@ -282,8 +282,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                     pool=False if args.no_pool else None,
                     local_attention=args.local_attention,
                 )
-                from .autoselect import choose_bundled
-                from .predict import load_model, predict
+                from .localize.autoselect import choose_bundled
+                from .localize.pipeline import load_model, predict
 
                 chosen = ""
                 if args.model == "auto":
@@ -293,7 +293,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                     model = load_model(None if args.model == "bundled" else args.model, device="cpu")
                     name = None if args.model == "bundled" else args.model
                 if args.dask_scheduler:
-                    from .cluster import predict_on_cluster
+                    from .localize.cluster import predict_on_cluster
 
                     close_frames(frames)
                     result = predict_on_cluster(
@@ -362,7 +362,7 @@ def _add_simulate(sub) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from .simulate import SimulationConfig, simulate_movie, write_movie
+    from .simulation.simulate import SimulationConfig, simulate_movie, write_movie
 
     if len(args.size) not in (1, 2):
         raise InputError(f"--size takes H or H W, got {len(args.size)} numbers")
@@ -423,8 +423,8 @@ def format_report(report) -> str:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .localizations import read_localizations
-    from .metrics import evaluate
+    from .analysis.metrics import evaluate
+    from .io.localizations import read_localizations
 
     if not args.tolerance_nm > 0:
         raise InputError(f"--tolerance-nm must be > 0, got {args.tolerance_nm}")

@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .analysis.metrics import evaluate
 from .camera import Camera
-from .checkpoint import EmitterModel, check_config, load_checkpoint, read_payload, save_checkpoint
 from .errors import CheckpointError, InputError, TrainingError
-from .metrics import evaluate
+from .localize.pipeline import predict, resolve_device
+from .model.checkpoint import EmitterModel, check_config, load_checkpoint, read_payload, save_checkpoint
 from .model.config import preset
 from .model.loss import VAREmitterLoss, occupancy_targets
 from .model.runtime import keep_freed_memory
 from .model.var import TrueVAREmitterPredictor
-from .predict import predict, resolve_device
-from .simulate import SimulationConfig, simulate_batch, simulate_movie
+from .simulation.simulate import SimulationConfig, simulate_batch, simulate_movie
 
 VALIDATION_SEEDS = (5000, 5001)  # never used by the benchmark (>= 10000) nor by training batches
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.95, 0.05), 2))

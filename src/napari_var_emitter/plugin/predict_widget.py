@@ -21,8 +21,8 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPush
 
 from ..camera import Camera
 from ..errors import InputError, VarEmitterError
-from ..io import MIN_FRAME_SIZE, check_frame_shape
-from ..localizations import PICASSO_SUFFIXES, Localizations, write_localizations
+from ..io.frames import MIN_FRAME_SIZE, check_frame_shape
+from ..io.localizations import PICASSO_SUFFIXES, Localizations, write_localizations
 from . import layers as L
 from .session import SESSION, disconnect_when_destroyed
 from .workers import relay_errors
@@ -78,11 +78,11 @@ class PredictOutcome:
 def run_prediction(job: PredictJob):
     """Generator run in the worker thread: predict (frames are read chunk by chunk, so a dask or
     memory-mapped stack is never loaded whole), then return a PredictOutcome."""
-    from .. import predict
+    from ..localize import pipeline as predict
 
     model, choice = job.model, None
     if job.auto:  # reads a sample of the frames: here, in the worker, not on the UI thread
-        from ..autoselect import choose_bundled
+        from ..localize.autoselect import choose_bundled
 
         frames = job.data if job.ndim == 2 else job.data[job.first : job.stop]
         model, choice = choose_bundled(frames, job.camera, job.device, frame_model=job.model)
@@ -375,7 +375,7 @@ class PredictWidget(QWidget):
     # --- model and camera --------------------------------------------------------------------
     def current_model(self):
         """The selected model, loaded once (CheckpointError for a bad file)."""
-        from .. import predict
+        from ..localize import pipeline as predict
 
         choice = self.model.value
         if choice == AUTO:  # the one-frame model until the frames choose (run_prediction)

@@ -14,8 +14,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from .errors import InputError
-from .localizations import Localizations
+from ..errors import InputError
+from ..io.localizations import Localizations
 
 METHODS = ("hungarian", "greedy")
 

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._atomic import atomic_path, write_text
-from .camera import Camera
-from .errors import InputError
-from .localizations import Localizations, to_csv
+from ..camera import Camera
+from ..errors import InputError
+from ..io.atomic import atomic_path, write_text
+from ..io.localizations import Localizations, to_csv
 
 STRUCTURES = ("uniform", "filaments")
 

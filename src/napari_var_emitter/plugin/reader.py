@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
-from .localizations import read_localizations as _read_table
-from .widgets.layers import DEFAULT_PIXEL_SIZE_NM, locs_to_points, points_kwargs
+from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
+from ..io.localizations import read_localizations as _read_table
+from .layers import DEFAULT_PIXEL_SIZE_NM, locs_to_points, points_kwargs
 
 # Header cells that mark a file as a localization table we read.
 _SIGNATURE = ("x [nm]", "y [nm]")
@@ -45,7 +45,7 @@ def get_reader(path):
     if not path.is_file() or suffix not in CSV_SUFFIXES + PICASSO_SUFFIXES:
         return None
     if suffix in PICASSO_SUFFIXES:
-        from .picasso_io import is_picasso_file
+        from ..io.picasso import is_picasso_file
 
         return read_localizations if is_picasso_file(path) else None
     header = _header(path)

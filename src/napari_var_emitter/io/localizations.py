@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
-from .errors import CameraError, CsvFormatError, InputError
+from ..errors import CameraError, CsvFormatError, InputError
+from .atomic import atomic_path
 
 THUNDERSTORM_HEADER = (
     "id",
@@ -365,7 +365,7 @@ def write_localizations(
     kind = table_format(path)
     if kind == "csv":
         return [to_csv(locs, path, pixel_size_nm)]
-    from .picasso_io import to_picasso
+    from .picasso import to_picasso
 
     return to_picasso(
         locs,
@@ -391,7 +391,7 @@ def read_localizations(
     if kind == "csv":
         px = check_pixel_size(100.0 if pixel_size_nm is None else pixel_size_nm)
         return read_csv(path, px, max_rows=max_rows), {"format": "csv", "pixel_size_nm": px}
-    from .picasso_io import read_picasso
+    from .picasso import read_picasso
 
     locs, info = read_picasso(path, max_rows=max_rows)
     meta = {"format": "picasso", "pixel_size_nm": info.get("pixel_size_nm")}

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .camera import Camera
-from .checkpoint import EmitterModel, load_checkpoint
-from .errors import InputError
-from .io import check_frame_shape, check_values
-from .localizations import Localizations
-from .model.runtime import PRECISIONS, runner_for
+from ..camera import Camera
+from ..errors import InputError
+from ..io.frames import check_frame_shape, check_values
+from ..io.localizations import Localizations
+from ..model.checkpoint import EmitterModel, load_checkpoint
+from ..model.runtime import PRECISIONS, runner_for
 from .neighbours import dedupe
 from .pooling import TemporalPooler, pooling_on
 from .postprocess import extract

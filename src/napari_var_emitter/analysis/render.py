@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
-from .localizations import Localizations
+from ..errors import InputError
+from ..io.localizations import Localizations
 
 DEFAULT_SIGMA_PX = 0.1  # camera pixels (10 nm at 100 nm/px) for rows without an uncertainty
 _CHUNK = 2048  # localizations per matrix product

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .localizations import CSV_SUFFIXES, PICASSO_SUFFIXES, write_localizations
-from .widgets.layers import DEFAULT_PIXEL_SIZE_NM, points_to_locs
+from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES, write_localizations
+from .layers import DEFAULT_PIXEL_SIZE_NM, points_to_locs
 
 
 def write_points(path: str, data, meta: dict) -> list[str]:

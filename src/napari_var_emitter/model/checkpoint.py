@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from ._atomic import atomic_path
-from .camera import Camera
-from .errors import CameraError, CheckpointError
-from .model.config import CONFIG_LIMITS, MAX_PATCH_NUMS, MAX_PHOTON_SCALE, ModelConfig
-from .model.var import TrueVAREmitterPredictor
+from ..camera import Camera
+from ..errors import CameraError, CheckpointError
+from ..io.atomic import atomic_path
+from .config import CONFIG_LIMITS, MAX_PATCH_NUMS, MAX_PHOTON_SCALE, ModelConfig
+from .var import TrueVAREmitterPredictor
 
 FORMAT = "napari-var-emitter/1"
 BUNDLED = "default.pt"

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .camera import Camera
-from .checkpoint import BUNDLED_PREFIX
-from .errors import InputError
-from .localizations import Localizations
+from ..camera import Camera
+from ..errors import InputError
+from ..io.localizations import Localizations
+from ..model.checkpoint import BUNDLED_PREFIX
 
 DEFAULT_CHUNK_FRAMES = 512
 CONNECT_TIMEOUT_S = 20.0  # to reach the scheduler
@@ -41,7 +41,7 @@ class ChunkJob:
 @functools.lru_cache(maxsize=8)
 def _worker_model(model: str | None, device: str, thread: int):
     """One model per (file, device, worker thread): loaded once, kept for the following chunks."""
-    from .predict import load_model
+    from .pipeline import load_model
 
     return load_model(model, device)
 
@@ -49,9 +49,9 @@ def _worker_model(model: str | None, device: str, thread: int):
 def predict_chunk(job: ChunkJob, start: int, stop: int) -> dict:
     """Run on a worker: the localizations of frames [start, stop) of ``job.path`` (``locs``), with
     the run's ``device`` and ``grid_factor``."""
+    from ..io.stream import close_frames, open_frames
+    from .pipeline import predict, resolve_device
     from .pooling import pooling_on
-    from .predict import predict, resolve_device
-    from .stream import close_frames, open_frames
 
     device = str(resolve_device(job.options.get("device", "auto")))
     model = _worker_model(job.model, device, threading.get_ident())
@@ -112,9 +112,9 @@ def predict_on_cluster(
     """
     from pathlib import Path
 
+    from ..io.stream import close_frames, open_frames
+    from .pipeline import DEFAULT_BATCH_SIZE, Output, PredictionResult
     from .pooling import TemporalPooler
-    from .predict import DEFAULT_BATCH_SIZE, Output, PredictionResult
-    from .stream import close_frames, open_frames
 
     if "maps" in options or "frame_range" in options:
         raise InputError("the Dask path returns localizations only, of the whole stack (no maps, no range)")

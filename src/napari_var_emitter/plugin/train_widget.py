@@ -213,7 +213,7 @@ class TrainWidget(QWidget):
     def make_config(self):
         """The TrainConfig of the form; InputError with one clear message for bad values."""
         from .. import train
-        from ..checkpoint import bundled_path
+        from ..model.checkpoint import bundled_path
 
         lo, hi = float(self.psf_min.value), float(self.psf_max.value)
         if lo > hi:

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path, write_text
-from .errors import InputError, PicassoFormatError
+from ..errors import InputError, PicassoFormatError
+from .atomic import atomic_path, write_text
 from .localizations import MAX_ROWS, Localizations, check_pixel_size, check_writable
 
 # (Picasso column, dtype, our column): in Picasso's order, then ours.
@@ -82,7 +82,7 @@ def _h5py(error=PicassoFormatError):
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..localizations import Localizations
-from ..render import render_gaussians
+from ..analysis.render import render_gaussians
+from ..io.localizations import Localizations
 
 LayerDataTuple = tuple[Any, dict, str]
 

@@ -28,10 +28,10 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 
-from .camera import Camera
-from .errors import InputError
-from .io import as_frames
-from .localizations import Localizations
+from ..camera import Camera
+from ..errors import InputError
+from ..io.frames import as_frames
+from ..io.localizations import Localizations
 from .neighbours import dedupe_indices
 
 DEFAULT_PSF_SIGMA_PX = 1.2  # start value and filter width when the PSF width is not given

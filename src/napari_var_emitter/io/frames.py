@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 MIN_FRAME_SIZE = 8  # pixels per side: a 7x7 fitting box plus a margin
 MAX_FRAME_PIXELS = 16384 * 16384  # 1 GiB as float32; larger frames must be cropped or binned

@@ -28,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from .camera import Camera
+from ..camera import Camera
 from .neighbours import neighbour_pairs
 
 BOX = 7

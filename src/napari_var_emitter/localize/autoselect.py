@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .camera import Camera
-from .checkpoint import EmitterModel
+from ..camera import Camera
+from ..model.checkpoint import EmitterModel
 
 SAMPLE_FRAMES = 16
 SAMPLE_SIZE = 128  # px: crop of each sampled frame (persistence is local; large frames stay cheap)
@@ -65,7 +65,7 @@ def persistence(frame: np.ndarray, x: np.ndarray, y: np.ndarray, n_frames: int, 
 def choose(frames, camera: Camera | None = None, device="cpu", frame_model: EmitterModel | None = None):
     """The :class:`Choice` for ``frames`` ((T, Y, X) or (Y, X), ADU; any array napari or
     :func:`.stream.open_frames` gives: only the sample is read)."""
-    from .predict import _frame_geometry, _read_raw, load_model, predict
+    from .pipeline import _frame_geometry, _read_raw, load_model, predict
 
     T, H, W = _frame_geometry(frames)
     if len(frames.shape) == 2 or T < 3:
@@ -92,7 +92,7 @@ def choose_bundled(
 ) -> tuple[EmitterModel, Choice]:
     """The bundled model for ``frames`` (loaded on ``device``) and the :class:`Choice` behind it;
     ``frame_model``: the one-frame bundled model if already loaded."""
-    from .predict import load_model
+    from .pipeline import load_model
 
     frame_model = frame_model if frame_model is not None else load_model(None, device=device)
     choice = choose(frames, camera, device, frame_model)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
-from .errors import InputError
-from .io import _damaged, _tifffile_messages, check_frame_shape, read_frames
+from ..errors import InputError
+from .atomic import atomic_path
+from .frames import _damaged, _tifffile_messages, check_frame_shape, read_frames
 from .localizations import Localizations, check_pixel_size, csv_header, csv_rows
 
 

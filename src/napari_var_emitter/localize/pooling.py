@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from .localizations import Localizations
+from ..io.localizations import Localizations
 from .neighbours import neighbour_pairs
 
 POOL_PX = 1.0

@@ -1,0 +1,1 @@
+"""What comes after localization: metrics against a ground truth, super-resolution rendering."""

@@ -1,0 +1,1 @@
+"""The SMLM movie simulator (torch): blinking emitters, PSF, background and camera noise."""
