@@ -4,13 +4,8 @@ import math
 
 import numpy as np
 
-from napari_var_emitter.localize.autoselect import (
-    FRAME_MODEL,
-    MOVIE_MODEL,
-    choose,
-    choose_bundled,
-    persistence,
-)
+from napari_var_emitter.localize import load_model, resolve_model
+from napari_var_emitter.localize.autoselect import FRAME_MODEL, MOVIE_MODEL, choose, persistence
 from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
 
@@ -27,19 +22,22 @@ def test_persistence_counts_emitters_found_again_in_the_next_frame():
 def test_a_movie_gets_the_3_frame_model_and_the_same_frames_shuffled_do_not():
     config = SimulationConfig(frame_size=(64, 64), density_per_um2=0.5, photons=(1500.0, 5000.0))
     frames = simulate_movie(config, 24, seed=11).frames.numpy()
-    movie = choose(frames, config.camera)
+    frame_model = load_model(None)
+    movie = choose(frames, frame_model, config.camera)
     assert movie.name == MOVIE_MODEL and movie.persistence > 0.5 > movie.chance
-    shuffled = choose(frames[np.random.default_rng(1).permutation(24)], config.camera)
+    shuffled = choose(frames[np.random.default_rng(1).permutation(24)], frame_model, config.camera)
     assert shuffled.name == FRAME_MODEL and "not a movie" in shuffled.reason
-    model, choice = choose_bundled(frames, config.camera)
-    assert choice.name == MOVIE_MODEL and model.config.frame_window == 3
+    resolved = resolve_model("auto", frames, config.camera)
+    assert resolved.choice.name == MOVIE_MODEL and resolved.model.config.frame_window == 3
+    assert resolved.spec == "bundled:window-3"
 
 
 def test_too_few_frames_or_emitters_keep_the_1_frame_model():
     config = SimulationConfig(frame_size=(32, 32))
     frames = simulate_movie(config, 2, seed=3).frames.numpy()
-    assert choose(frames, config.camera).reason == "fewer than 3 frames"
-    assert choose(frames[0], config.camera).name == FRAME_MODEL
+    frame_model = load_model(None)
+    assert choose(frames, frame_model, config.camera).reason == "fewer than 3 frames"
+    assert choose(frames[0], frame_model, config.camera).name == FRAME_MODEL
     blank = np.full((10, 32, 32), config.camera.baseline, dtype=np.float32)  # no light at all
-    choice = choose(blank, config.camera)
+    choice = choose(blank, frame_model, config.camera)
     assert choice.name == FRAME_MODEL and "too few" in choice.reason

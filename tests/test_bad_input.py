@@ -31,8 +31,9 @@ from napari_var_emitter.errors import (
     VarEmitterError,
 )
 from napari_var_emitter.io.frames import MAX_FRAME_PIXELS, as_frames, read_frames
-from napari_var_emitter.io.localizations import read_csv, read_localizations, write_localizations
-from napari_var_emitter.localize.pipeline import predict
+from napari_var_emitter.io.localizations import read_csv
+from napari_var_emitter.io.tables import read_localizations, write_localizations
+from napari_var_emitter.localize import predict
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 from napari_var_emitter.train import TrainConfig, iter_train

@@ -210,7 +210,7 @@ def test_train_bad_settings_exit_2(tmp_path, capsys):
 
 
 def test_evaluate_reads_picasso_files_at_their_own_pixel_size(sim_dir, tmp_path, capsys):
-    from napari_var_emitter.io.localizations import write_localizations
+    from napari_var_emitter.io.tables import write_localizations
 
     truth = read_csv(sim_dir / "truth.csv", 100.0)
     # the same emitters in a Picasso file of 50 nm pixels: positions in those pixels

@@ -9,7 +9,7 @@ from napari_var_emitter.cli import main
 from napari_var_emitter.errors import InputError
 from napari_var_emitter.io.localizations import Localizations
 from napari_var_emitter.io.stream import open_frames
-from napari_var_emitter.localize.pipeline import load_model, predict
+from napari_var_emitter.localize import PredictOptions, load_model, predict
 
 distributed = pytest.importorskip("distributed")
 
@@ -45,20 +45,20 @@ def test_cluster_gives_the_single_process_localizations(movie_path, cluster):
     from napari_var_emitter.localize.cluster import predict_on_cluster
 
     camera = Camera(baseline=101.0)  # sent to the workers: not the model's own camera
-    options = dict(device="cpu", batch_size=4, precision="fp32")
-    single = predict(open_frames(movie_path), load_model(None), camera, **options)
+    options = PredictOptions(model="bundled", camera=camera, device="cpu", batch_size=4, precision="fp32")
+    single = predict(open_frames(movie_path), load_model(None), options=options)
     events, parts = [], []
-    result = predict_on_cluster(
+    result, resolved = predict_on_cluster(
         movie_path,
         cluster.scheduler_address,
-        camera=camera,
-        chunk_frames=6,  # rounded up to 8: whole batches; 3 chunks, the last one short
+        options,
+        chunk_frames=6,  # rounded up to 8: whole batches; 3 ranges, the last one short
         max_in_flight=2,
         sink=parts.append,
         progress=lambda done, total: events.append((done, total)),
-        **options,
     )
-    assert events == [(8, 22), (16, 22), (22, 22)]
+    assert resolved.spec == "bundled"
+    assert events == [(t, 22) for t in (4, 8, 12, 16, 20, 22)]  # each batch of each range, in order
     assert len(result.localizations) == 0 and result.n_localizations == len(single.localizations)
     assert "Dask" in result.device
     _assert_same(Localizations.concatenate(parts), single.localizations)
@@ -77,10 +77,12 @@ def test_worker_errors_and_bad_requests_are_one_line(movie_path, cluster, tmp_pa
     from napari_var_emitter.localize.cluster import predict_on_cluster
 
     monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 1.0)
-    with pytest.raises(InputError, match="threshold"):  # raised on a worker, re-raised here
-        predict_on_cluster(movie_path, cluster.scheduler_address, threshold=-1.0, device="cpu")
-    with pytest.raises(InputError, match="maps"):
-        predict_on_cluster(movie_path, cluster.scheduler_address, maps=(0,))
+    # tiles too small for their margin: found when a worker plans its range, re-raised here
+    too_small = PredictOptions(model="bundled", tile_size=8, tile_margin=16, device="cpu")
+    with pytest.raises(InputError, match="no core"):
+        predict_on_cluster(movie_path, cluster.scheduler_address, too_small)
+    with pytest.raises(InputError, match="threshold"):  # refused before anything is sent
+        predict_on_cluster(movie_path, cluster.scheduler_address, PredictOptions(threshold=-1.0))
     out = tmp_path / "x.csv"
     args = ["predict", str(movie_path), "--out", str(out), "--dask-scheduler", "tcp://127.0.0.1:1"]
     assert main(args) == 2

@@ -9,14 +9,9 @@ import pytest
 import yaml
 
 from napari_var_emitter.errors import InputError, PicassoFormatError
-from napari_var_emitter.io.localizations import (
-    Localizations,
-    read_csv,
-    read_localizations,
-    to_csv,
-    write_localizations,
-)
+from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.io.picasso import read_picasso, to_picasso, yaml_path
+from napari_var_emitter.io.tables import read_localizations, write_localizations
 from napari_var_emitter.plugin.reader import get_reader
 from napari_var_emitter.plugin.writer import write_points
 

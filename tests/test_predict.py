@@ -9,8 +9,8 @@ import torch
 from _tiny import TINY
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import CheckpointError, InputError
-from napari_var_emitter.localize.pipeline import iter_predict, predict
-from napari_var_emitter.localize.postprocess import extract
+from napari_var_emitter.localize import iter_predict, predict
+from napari_var_emitter.localize.detect import extract
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 
@@ -267,12 +267,12 @@ def test_frames_become_photons_on_the_device_as_the_float32_formula_gives(dtype)
 
 
 def test_the_default_batch_is_the_cpus_on_the_cpu_and_a_pass_fills_its_pixel_budget():
-    from napari_var_emitter.localize.pipeline import (
+    from napari_var_emitter.localize.batching import (
         CPU_BATCH_PIXELS,
         DEFAULT_BATCH_SIZE,
-        _pass_sizes,
         default_batch_pixels,
         default_batch_size,
+        pass_sizes,
     )
     from napari_var_emitter.model.runtime import runner_for
 
@@ -280,10 +280,10 @@ def test_the_default_batch_is_the_cpus_on_the_cpu_and_a_pass_fills_its_pixel_bud
     runner = runner_for(model.net, torch.device("cpu"))
     assert default_batch_size("cpu") == DEFAULT_BATCH_SIZE
     assert default_batch_pixels(runner) == CPU_BATCH_PIXELS
-    assert _pass_sizes(64, 64, DEFAULT_BATCH_SIZE, CPU_BATCH_PIXELS, None) == (128, 128)
-    assert _pass_sizes(128, 128, DEFAULT_BATCH_SIZE, CPU_BATCH_PIXELS, None) == (32, 32)  # 2**19 px
-    assert _pass_sizes(128, 128, 4096, 1 << 24, None) == (1024, 1024)
-    assert _pass_sizes(128, 128, 64, None, None) == (64, 64)
+    assert pass_sizes((64, 64), DEFAULT_BATCH_SIZE, CPU_BATCH_PIXELS, None) == (128, 128)
+    assert pass_sizes((128, 128), DEFAULT_BATCH_SIZE, CPU_BATCH_PIXELS, None) == (32, 32)  # 2**19 px
+    assert pass_sizes((128, 128), 4096, 1 << 24, None) == (1024, 1024)
+    assert pass_sizes((128, 128), 64, None, None) == (64, 64)
 
 
 @pytest.mark.parametrize("layout", ["read-only", "reversed frames", "mirrored rows", "float32 read-only"])

@@ -335,7 +335,7 @@ def test_the_confirm_checkbox_reaches_the_prediction(make_napari_viewer, qtbot):
     counts = {}
     for confirm in (True, False):
         widget.confirm.value = confirm
-        assert widget.make_job().confirm is confirm
+        assert widget.make_job().options.confirm is confirm
         _predict(qtbot, widget)
         points = viewer.layers[f"{SAMPLE} emitters"]
         counts[confirm] = len(points.data)
@@ -364,7 +364,7 @@ def test_the_large_frame_option_reaches_the_prediction(make_napari_viewer, qtbot
     real = predict_module.iter_predict
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["local_attention"])
+        seen.append(kwargs["options"].local_attention)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(predict_module, "iter_predict", spy)
@@ -373,7 +373,7 @@ def test_the_large_frame_option_reaches_the_prediction(make_napari_viewer, qtbot
     assert widget.local_attention.value is False  # off by default: the default answers are global
     for value in (True, False):
         widget.local_attention.value = value
-        assert widget.make_job().local_attention is value
+        assert widget.make_job().options.local_attention is value
         _predict(qtbot, widget)
         assert len(viewer.layers[f"{SAMPLE} emitters"].data) > 0
     assert seen == [True, False]

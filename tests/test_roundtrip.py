@@ -31,11 +31,10 @@ from napari_var_emitter.io.localizations import (
     Localizations,
     parse_csv,
     read_csv,
-    read_localizations,
     to_csv,
-    write_localizations,
 )
 from napari_var_emitter.io.picasso import read_picasso
+from napari_var_emitter.io.tables import read_localizations, write_localizations
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
 

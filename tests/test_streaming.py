@@ -12,11 +12,12 @@ import torch
 from _tiny import TINY
 from napari_var_emitter import cli
 from napari_var_emitter.camera import Camera
+from napari_var_emitter.cli.common import ProgressBar
 from napari_var_emitter.errors import InputError
 from napari_var_emitter.io.atomic import temporaries
 from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.io.stream import RawTiffStack, TiffPageStack, close_frames, csv_stream, open_frames
-from napari_var_emitter.localize.pipeline import predict
+from napari_var_emitter.localize import pipeline, predict
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
 from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint
 
@@ -144,7 +145,7 @@ def test_predict_reads_chunks_and_sink_gets_every_localization(sim_movie, name):
 
 
 def test_cpu_forward_passes_are_bounded_in_pixels(tiny_model):
-    from napari_var_emitter.localize.pipeline import CPU_BATCH_PIXELS, _pass_sizes
+    from napari_var_emitter.localize.batching import CPU_BATCH_PIXELS, pass_sizes
     from napari_var_emitter.localize.tiling import plan_tiles
 
     frames = _Recording(np.full((10, 256, 256), 300, np.uint16))
@@ -152,11 +153,11 @@ def test_cpu_forward_passes_are_bounded_in_pixels(tiny_model):
     assert CPU_BATCH_PIXELS == 8 * 256 * 256
     assert frames.reads == [(0, 8), (8, 10)]
     cpu = CPU_BATCH_PIXELS
-    assert _pass_sizes(200, 200, 16, cpu, None) == (8, 8)  # 13 fit: 8 divides 16
-    assert _pass_sizes(256, 256, 16, None, None) == (16, 16)  # no limit
+    assert pass_sizes((200, 200), 16, cpu, None) == (8, 8)  # 13 fit: 8 divides 16
+    assert pass_sizes((256, 256), 16, None, None) == (16, 16)  # no limit
     plan = plan_tiles(2048, 2048, 256, 16, 8)  # 100 tiles of 240 x 240
-    assert _pass_sizes(2048, 2048, 16, cpu, plan) == (1, 8)  # 9 tiles fit: 8 divides 16
-    assert _pass_sizes(512, 512, 16, 1 << 30, plan_tiles(512, 512, 256, 16, 8)) == (1, 16)
+    assert pass_sizes((2048, 2048), 16, cpu, plan) == (1, 8)  # 9 tiles fit: 8 divides 16
+    assert pass_sizes((512, 512), 16, 1 << 30, plan_tiles(512, 512, 256, 16, 8)) == (1, 16)
     with pytest.raises(InputError, match="batch_pixels"):
         predict(frames, tiny_model, Camera(), device="cpu", batch_pixels=0)
 
@@ -231,18 +232,18 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_line_and_drawing():
-    line = cli.ProgressBar.line(250, 1000, elapsed=5.0, width=10)
+    line = ProgressBar.line(250, 1000, elapsed=5.0, width=10)
     assert line.startswith("250/1,000 frames [##........] 50.0 frames/s, 0:15 left")
-    assert "1:01:40 left" in cli.ProgressBar.line(10, 37010, elapsed=1.0)
+    assert "1:01:40 left" in ProgressBar.line(10, 37010, elapsed=1.0)
     term = _Terminal()
-    bar = cli.ProgressBar(stream=term, min_interval=0.0)
+    bar = ProgressBar(stream=term, min_interval=0.0)
     for done in (4, 8, 12):
         bar.update(done, 12)
     bar.close()
     text = term.getvalue()
     assert text.count("\r") == 3 and text.endswith("\n") and "12/12 frames" in text
     quiet = io.StringIO()  # not a terminal: nothing
-    bar = cli.ProgressBar(stream=quiet)
+    bar = ProgressBar(stream=quiet)
     bar.update(1, 2)
     bar.close()
     assert quiet.getvalue() == ""
@@ -307,7 +308,7 @@ def test_cli_classical_in_chunks_equals_one_call(compressed_movie, tmp_path, mon
     from napari_var_emitter.io.frames import read_frames
     from napari_var_emitter.localize import classical
 
-    monkeypatch.setattr(cli, "_CLASSICAL_CHUNK_PIXELS", 3 * 32 * 40)  # chunks of 3 frames
+    monkeypatch.setattr(pipeline, "CLASSICAL_CHUNK_PIXELS", 3 * 32 * 40)  # chunks of 3 frames
     out = tmp_path / "classical.csv"
     args = ["predict", str(compressed_movie / "zlib.tif"), "--out", str(out), "--model", "classical"]
     assert cli.main(args + ["--quiet"]) == 0
@@ -319,7 +320,7 @@ def test_cli_classical_in_chunks_equals_one_call(compressed_movie, tmp_path, mon
 
 def test_cli_writes_picasso_hdf5(compressed_movie, tmp_path):
     pytest.importorskip("napari_var_emitter.io.picasso")
-    from napari_var_emitter.io.localizations import read_localizations
+    from napari_var_emitter.io.tables import read_localizations
 
     out = tmp_path / "locs.hdf5"
     args = ["predict", str(compressed_movie / "plain.tif"), "--out", str(out), "--quiet"]

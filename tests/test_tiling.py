@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import InputError
-from napari_var_emitter.localize.pipeline import load_model, predict
+from napari_var_emitter.localize import load_model, predict
 from napari_var_emitter.localize.refine import CONFIRM_FLOOR
 from napari_var_emitter.localize.tiling import cut, plan_tiles, stitch
 from napari_var_emitter.model import ModelConfig

@@ -7,7 +7,7 @@ import pytest
 import torch
 from qtpy.QtCore import QTimer
 
-from napari_var_emitter.localize.pipeline import load_model
+from napari_var_emitter.localize import load_model
 from napari_var_emitter.plugin.session import SESSION
 
 PLUGIN = "napari-var-emitter"

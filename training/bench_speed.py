@@ -115,7 +115,7 @@ def _runner(method: str, args):
 
     camera = Camera()
     if method == "var":
-        from napari_var_emitter.localize.pipeline import load_model, predict
+        from napari_var_emitter.localize import load_model, predict
 
         model = load_model(args.var_model, device=args.device)
 
@@ -296,7 +296,7 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_var_emitter.localize.pipeline import DEFAULT_BATCH_SIZE
+    from napari_var_emitter.localize.batching import DEFAULT_BATCH_SIZE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64,128,256,512,2048", help="frame sizes [px] of the size sweep")

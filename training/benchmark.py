@@ -58,7 +58,7 @@ from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import VarEmitterError
 from napari_var_emitter.io.frames import read_frames
 from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
-from napari_var_emitter.localize.pipeline import DEFAULT_BATCH_SIZE
+from napari_var_emitter.localize.batching import DEFAULT_BATCH_SIZE
 from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,24 +185,13 @@ def method_picasso(bench: BenchSet, args):
 
 
 def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: bool = True):
+    from napari_var_emitter.localize import PredictOptions, predict, resolve_model
+
+    spec = {"bundled": "bundled"}.get(args.var_model, args.var_model)
     try:
-        from napari_var_emitter.localize.pipeline import load_model, predict
-
-        if args.var_model == "auto":
-            from napari_var_emitter.localize.autoselect import choose_bundled
-
-            model, choice = choose_bundled(bench.frames, bench.camera, device=args.device)
-            print(f"{bench.name}: {choice.describe()}", file=sys.stderr)
-        else:
-            model = load_model(None if args.var_model == "bundled" else args.var_model, device=args.device)
-    except (ImportError, VarEmitterError, OSError) as exc:
-        return f"VAR model not available ({exc})"
-
-    def run(frames):
-        return predict(
-            frames,
-            model,
-            bench.camera,
+        options = PredictOptions(
+            model=spec,
+            camera=bench.camera,
             mode=mode,
             device=args.device,
             refine=refine,
@@ -211,7 +200,15 @@ def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: 
             compile=args.compile,
             batch_size=args.batch_size,
             threshold=args.threshold,
-        ).localizations
+        )
+        resolved = resolve_model(spec, bench.frames, bench.camera, device=args.device)
+    except (ImportError, VarEmitterError, OSError) as exc:
+        return f"VAR model not available ({exc})"
+    if resolved.choice is not None:
+        print(f"{bench.name}: {resolved.choice.describe()}", file=sys.stderr)
+
+    def run(frames):
+        return predict(frames, resolved.model, options=options).localizations
 
     return run
 

@@ -101,7 +101,7 @@ def passes(result: dict, precision: str) -> bool:
 
 
 def agreement(device: str, compare_frames: int, big_frames: int = 2) -> list[dict]:
-    from napari_var_emitter.localize.pipeline import load_model, predict
+    from napari_var_emitter.localize import load_model, predict
 
     rows = []
     cases = [(64, compare_frames, None), (512, big_frames, 256)]  # (size, frames, tile size)
@@ -128,7 +128,7 @@ def _pool(size: int, n: int) -> np.ndarray:
 
 
 def model_for(preset_name: str):
-    from napari_var_emitter.localize.pipeline import load_model
+    from napari_var_emitter.localize import load_model
     from napari_var_emitter.model import TrueVAREmitterPredictor
     from napari_var_emitter.model.checkpoint import EmitterModel
     from napari_var_emitter.model.config import preset
@@ -143,14 +143,14 @@ def throughput(
 ) -> dict:
     import torch
 
-    from napari_var_emitter.localize.pipeline import predict
+    from napari_var_emitter.localize import predict
 
     if batch_pixels is None:  # predict's own choice for this GPU and model
-        from napari_var_emitter.localize.pipeline import _pass_sizes, default_batch_pixels, default_batch_size
+        from napari_var_emitter.localize.batching import default_batch_pixels, default_batch_size, pass_sizes
         from napari_var_emitter.model.runtime import runner_for
 
         runner = runner_for(model.net, torch.device(device), precision=precision, sparse=sparse)
-        batch = _pass_sizes(size, size, default_batch_size(device), default_batch_pixels(runner), None)[1]
+        batch = pass_sizes((size, size), default_batch_size(device), default_batch_pixels(runner), None)[1]
     else:
         batch = max(1, min(4096, batch_pixels // (size * size)))
     pool = _pool(size, min(batch, 64))

@@ -7,10 +7,10 @@ For each frame size and batch size it runs ``predict`` (bundled model unless ``-
 simulated frames (gpu_check.py's LD-high-like set) twice after a warm-up: once plain, for frames/s
 end to end, and once with every stage wrapped in a timer that synchronises the device before and
 after it (which costs a little, so the stages' sum exceeds the plain run slightly). The stages are
-predict's own functions: reading and checking the chunk, the copy to the device and the conversion
-to photons, the network, peak finding, duplicate removal, the maximum-likelihood refinement, the
-confirmation, the copy to the host and the table of localizations; "rest" is what the timers did not
-cover (the window indexing, the generator).
+the pipeline's own functions: reading and checking the chunk, the copy to the device and the
+conversion to photons, the network, peak finding, duplicate removal, the maximum-likelihood
+refinement, the confirmation, the copy to the host and the table of localizations; "rest" is what
+the timers did not cover (the window indexing, the generator).
 """
 
 from __future__ import annotations
@@ -25,20 +25,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_var_emitter.localize import load_model
 from napari_var_emitter.localize import pipeline as predict_module
+from napari_var_emitter.model.runtime import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import simulated  # noqa: E402
 
-STAGES = {  # predict's module attribute -> stage name
-    "_read_raw": "read chunk",
+STAGES = {  # the pipeline module's attribute -> stage name
+    "read_chunk": "read chunk",
     "_photons_on": "to device, photons",
-    "_detections_untiled": "peak finding",
+    "detections": "peak finding",
     "dedupe": "duplicates",
     "refine_fit": "refinement",
     "confirmed": "confirmation",
-    "_to_numpy": "to host",
-    "Localizations": "table",
+    "to_table": "to host, table",
 }
 
 
@@ -85,8 +86,6 @@ def timed_stages(timers: Timers):
     try:
         for name, stage in STAGES.items():
             setattr(predict_module, name, timers.wrap(saved[name], stage))
-        # Localizations is a class: its timed stand-in must still offer the classmethod predict uses
-        predict_module.Localizations.concatenate = saved["Localizations"].concatenate
         predict_module.runner_for = runner_for
         yield
     finally:
@@ -125,8 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
     args = parser.parse_args(argv)
 
-    device = predict_module.resolve_device(args.device)
-    model = predict_module.load_model(args.model, device)
+    device = resolve_device(args.device)
+    model = load_model(args.model, device)
     threads = f"CPU, {torch.get_num_threads()} threads"
     name = torch.cuda.get_device_name() if device.type == "cuda" else threads
     lines = [f"# predict, stage by stage, on {name} ({args.precision}, torch {torch.__version__})", ""]

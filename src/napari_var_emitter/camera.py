@@ -97,3 +97,6 @@ class Camera:
         if not isinstance(values, dict):
             raise CameraError(f"camera file {path} must hold a JSON object")
         return cls.from_dict(values)
+
+
+CAMERA_FIELDS = tuple(f.name for f in fields(Camera))  # the names every command, file and widget uses

@@ -29,11 +29,11 @@ import torch
 from .analysis.metrics import evaluate
 from .camera import Camera
 from .errors import CheckpointError, InputError, TrainingError
-from .localize.pipeline import predict, resolve_device
+from .localize.pipeline import predict
 from .model.checkpoint import EmitterModel, check_config, load_checkpoint, read_payload, save_checkpoint
 from .model.config import preset
 from .model.loss import VAREmitterLoss, occupancy_targets
-from .model.runtime import keep_freed_memory
+from .model.runtime import keep_freed_memory, resolve_device
 from .model.var import TrueVAREmitterPredictor
 from .simulation.simulate import SimulationConfig, simulate_batch, simulate_movie
 

@@ -88,7 +88,7 @@ _DAMAGED = ("invalid", "corrupt", "truncat", "failed to read")
 
 
 @contextlib.contextmanager
-def _tifffile_messages():
+def tifffile_warnings():
     """Collect tifffile's log warnings (instead of printing them) while reading one file."""
     logger = logging.getLogger("tifffile")
     messages: list[str] = []
@@ -111,7 +111,8 @@ def _tifffile_messages():
         logger.setLevel(saved[1])
 
 
-def _damaged(path: Path, messages: list[str]) -> None:
+def raise_if_damaged(path: Path, messages: list[str]) -> None:
+    """:class:`InputError` if tifffile's warnings while reading ``path`` say the file is damaged."""
     bad = [m for m in messages if any(word in m.lower() for word in _DAMAGED)]
     if bad:
         first = " ".join(bad[0].split())
@@ -134,13 +135,13 @@ def read_frames(path: str | Path) -> np.ndarray:
         raise InputError(f"no such file: {path}")
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a TIFF file")
-    with _tifffile_messages() as messages:
+    with tifffile_warnings() as messages:
         try:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0] if tif.series else None
                 if series is None:
                     raise InputError(f"{path} holds no image")
-                _damaged(path, messages)
+                raise_if_damaged(path, messages)
                 shape, axes = tuple(series.shape), str(getattr(series, "axes", ""))
                 if axes.endswith("S") and shape[-1] in (3, 4):  # interleaved RGB(A); planar reads as frames
                     raise InputError(
@@ -166,7 +167,7 @@ def read_frames(path: str | Path) -> np.ndarray:
         except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on damaged bytes
             message = " ".join(str(exc).split()) or type(exc).__name__
             raise InputError(f"cannot read {path} as a TIFF file: {message}") from None
-        _damaged(path, messages)
+        raise_if_damaged(path, messages)
     if data.ndim > 3:  # e.g. (T, 1, Y, X) from ImageJ hyperstacks: drop singleton axes before Y, X
         lead = tuple(s for s in data.shape[:-2] if s != 1) or (1,)
         data = data.reshape(lead + data.shape[-2:])
@@ -176,6 +177,25 @@ def read_frames(path: str | Path) -> np.ndarray:
 
 
 # --- arrays -------------------------------------------------------------------------------------
+def frame_geometry(frames) -> tuple[int, int, int]:
+    """(T, Y, X) of a stack or a frame, from its ``shape`` alone (nothing is read), checked."""
+    shape = getattr(frames, "shape", None)
+    if shape is None:
+        raise InputError("frames must be an array (T, Y, X) or (Y, X)")
+    return check_frame_shape(shape)
+
+
+def read_chunk(frames, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of a stack (T, Y, X), or the one frame (Y, X), as (n, Y, X) in their own
+    dtype, with their values checked. Any array napari, dask or :func:`.stream.open_frames` gives:
+    only those frames are read."""
+    chunk = np.asarray(frames if len(frames.shape) == 2 else frames[start:stop])
+    if chunk.dtype.kind not in "uif":
+        raise InputError(f"frames must hold numbers, got dtype {chunk.dtype}")
+    check_values(chunk, name=f"frames {start}..{stop - 1}")
+    return chunk.reshape(-1, *chunk.shape[-2:])
+
+
 def as_frames(
     array, *, min_size: int = MIN_FRAME_SIZE, max_pixels: int = MAX_FRAME_PIXELS, name: str = "frames"
 ) -> np.ndarray:

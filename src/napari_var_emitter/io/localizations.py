@@ -5,13 +5,13 @@ In memory, positions are in *pixels* with the napari convention (the centre of p
 
 - ThunderSTORM CSV (``.csv``, here): positions in nm from the image's top-left corner,
   ``x_nm = (x + 0.5) * pixel_size_nm``, frames 1-based.
-- Picasso HDF5 (``.hdf5``/``.h5`` + ``.yaml``, :mod:`.picasso_io`): positions in camera pixels with
+- Picasso HDF5 (``.hdf5``/``.h5`` + ``.yaml``, :mod:`.picasso`): positions in camera pixels with
   the same pixel-centre convention as ours, frames 0-based.
 
-:func:`write_localizations` and :func:`read_localizations` choose the format by the file's suffix.
-Every write is atomic (a temporary file, then a rename): an interrupted write leaves the previous
-file as it was. Reading never loads more than ``max_rows`` rows and raises a
-:class:`~.errors.TableFormatError` subclass, with one clear message, for anything unreadable.
+:mod:`.tables` reads and writes either, choosing the format by the file's suffix. Every write is
+atomic (a temporary file, then a rename): an interrupted write leaves the previous file as it was.
+Reading never loads more than ``max_rows`` rows and raises a :class:`~.errors.TableFormatError`
+subclass, with one clear message, for anything unreadable.
 """
 
 from __future__ import annotations
@@ -330,74 +330,3 @@ def _parse(handle, px: float, source: str, max_rows: int, size: int | None) -> L
     for name in Localizations.column_names():
         out.setdefault(name, np.full(n, np.nan) if name != "frame" else np.zeros(n, dtype=np.int64))
     return Localizations(**out)
-
-
-# --- any format, by suffix ----------------------------------------------------------------------
-def table_format(path: str | Path) -> str:
-    """``"csv"`` or ``"picasso"`` from the file's suffix; :class:`InputError` for another one."""
-    suffix = Path(path).suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        return "csv"
-    if suffix in PICASSO_SUFFIXES:
-        return "picasso"
-    raise InputError(
-        f"unknown localization file type {suffix or '(no suffix)'!r} for {path}: "
-        "use .csv (ThunderSTORM) or .hdf5 (Picasso)"
-    )
-
-
-def write_localizations(
-    locs: Localizations,
-    path: str | Path,
-    *,
-    pixel_size_nm: float,
-    frame_shape: tuple[int, int] | None = None,
-    n_frames: int | None = None,
-    extra_info: dict | None = None,
-) -> list[Path]:
-    """Write a table as ThunderSTORM CSV (``.csv``) or Picasso HDF5 + YAML (``.hdf5``, ``.h5``).
-
-    ``frame_shape`` (height, width) and ``n_frames`` describe the movie (Picasso needs them; by
-    default they are the smallest that hold every row). ``extra_info`` adds keys to Picasso's
-    metadata. Returns the files written (the CSV; or the HDF5 and its YAML). Every file is written
-    atomically. Raises :class:`InputError` for an unknown suffix or a table that cannot be written.
-    """
-    kind = table_format(path)
-    if kind == "csv":
-        return [to_csv(locs, path, pixel_size_nm)]
-    from .picasso import to_picasso
-
-    return to_picasso(
-        locs,
-        path,
-        pixel_size_nm=pixel_size_nm,
-        frame_shape=frame_shape,
-        n_frames=n_frames,
-        extra_info=extra_info,
-    )
-
-
-def read_localizations(
-    path: str | Path, pixel_size_nm: float | None = None, *, max_rows: int = MAX_ROWS
-) -> tuple[Localizations, dict]:
-    """Read a ThunderSTORM CSV or a Picasso HDF5 file; return the table and what the file tells.
-
-    ``pixel_size_nm`` converts a CSV's nm to pixels (default 100 nm, CONVENTIONS section 2); a
-    Picasso file stores pixels and its own pixel size (its ``Pixelsize``, else ``pixel_size_nm``).
-    The dict holds ``format`` ("csv" or "picasso"), ``pixel_size_nm`` and, when the file says,
-    ``frame_shape`` (height, width) and ``n_frames``. Raises a :class:`TableFormatError` subclass.
-    """
-    kind = table_format(path)
-    if kind == "csv":
-        px = check_pixel_size(100.0 if pixel_size_nm is None else pixel_size_nm)
-        return read_csv(path, px, max_rows=max_rows), {"format": "csv", "pixel_size_nm": px}
-    from .picasso import read_picasso
-
-    locs, info = read_picasso(path, max_rows=max_rows)
-    meta = {"format": "picasso", "pixel_size_nm": info.get("pixel_size_nm")}
-    if meta["pixel_size_nm"] is None:
-        meta["pixel_size_nm"] = check_pixel_size(100.0 if pixel_size_nm is None else pixel_size_nm)
-    for key in ("frame_shape", "n_frames"):
-        if info.get(key) is not None:
-            meta[key] = info[key]
-    return locs, meta

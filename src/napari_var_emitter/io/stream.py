@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from .atomic import atomic_path
-from .frames import _damaged, _tifffile_messages, check_frame_shape, read_frames
+from .frames import check_frame_shape, raise_if_damaged, read_frames, tifffile_warnings
 from .localizations import Localizations, check_pixel_size, csv_header, csv_rows
 
 
@@ -129,7 +129,7 @@ class TiffPageStack(_LazyStack):
         import tifffile
 
         path = Path(path)
-        with _tifffile_messages() as messages:
+        with tifffile_warnings() as messages:
             try:
                 tif = tifffile.TiffFile(path)
             except Exception:  # noqa: BLE001 - unreadable: read_frames gives the message
@@ -140,7 +140,7 @@ class TiffPageStack(_LazyStack):
     def _open(cls, path: Path, tif, messages: list[str]) -> TiffPageStack | None:
         try:
             series = tif.series[0]
-            _damaged(path, messages)  # tifffile logs a truncated file and carries on
+            raise_if_damaged(path, messages)  # tifffile logs a truncated file and carries on
             shape = tuple(int(s) for s in series.shape)
             pages = series.pages
             n = math.prod(shape[:-2]) if len(shape) > 2 else 1
@@ -159,13 +159,13 @@ class TiffPageStack(_LazyStack):
             return None
 
     def _frame(self, i: int) -> np.ndarray:
-        with _tifffile_messages() as messages:
+        with tifffile_warnings() as messages:
             try:
                 frame = self._pages[i].asarray()
             except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on damaged bytes
                 message = " ".join(str(exc).split()) or type(exc).__name__
                 raise InputError(f"cannot read frame {i} of {self.path}: {message}") from None
-            _damaged(self.path, messages)
+            raise_if_damaged(self.path, messages)
         return frame.reshape(self.shape[1:])
 
     def _read(self, a: int, b: int) -> np.ndarray:
@@ -199,7 +199,7 @@ def _paged(path: Path) -> bool:
 
     if not path.is_file():
         return False
-    with _tifffile_messages():  # a damaged file is reported later, in one line
+    with tifffile_warnings():  # a damaged file is reported later, in one line
         try:
             tifffile.memmap(path, mode="r")
         except Exception:  # noqa: BLE001 - compressed, tiled or scattered: not mappable

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..camera import Camera
+from ..io.frames import frame_geometry, read_chunk
 from ..model.checkpoint import EmitterModel
+from .pipeline import predict
 
 SAMPLE_FRAMES = 16
 SAMPLE_SIZE = 128  # px: crop of each sampled frame (persistence is local; large frames stay cheap)
@@ -62,20 +64,18 @@ def persistence(frame: np.ndarray, x: np.ndarray, y: np.ndarray, n_frames: int, 
     return (found / counted if counted else math.nan), chance, counted
 
 
-def choose(frames, camera: Camera | None = None, device="cpu", frame_model: EmitterModel | None = None):
+def choose(frames, frame_model: EmitterModel, camera: Camera | None = None, device="cpu") -> Choice:
     """The :class:`Choice` for ``frames`` ((T, Y, X) or (Y, X), ADU; any array napari or
-    :func:`.stream.open_frames` gives: only the sample is read)."""
-    from .pipeline import _frame_geometry, _read_raw, load_model, predict
-
-    T, H, W = _frame_geometry(frames)
+    :func:`.stream.open_frames` gives: only the sample is read), localized by ``frame_model`` (the
+    bundled one-frame model)."""
+    T, H, W = frame_geometry(frames)
     if len(frames.shape) == 2 or T < 3:
         return Choice(FRAME_MODEL, "fewer than 3 frames")
     start = max(0, T // 2 - SAMPLE_FRAMES // 2)
     stop = min(T, start + SAMPLE_FRAMES)
     y0, x0 = max(0, (H - SAMPLE_SIZE) // 2), max(0, (W - SAMPLE_SIZE) // 2)
-    sample = _read_raw(frames, start, stop, 3)[:, y0 : y0 + SAMPLE_SIZE, x0 : x0 + SAMPLE_SIZE]
-    model = frame_model if frame_model is not None else load_model(None, device=device)
-    locs = predict(sample, model, camera, device=device).localizations
+    sample = read_chunk(frames, start, stop)[:, y0 : y0 + SAMPLE_SIZE, x0 : x0 + SAMPLE_SIZE]
+    locs = predict(sample, frame_model, camera, device=device).localizations
     n = len(sample)
     share, chance, counted = persistence(locs.frame, locs.x, locs.y, n, sample.shape[1] * sample.shape[2])
     if counted < MIN_DETECTIONS:
@@ -85,17 +85,3 @@ def choose(frames, camera: Camera | None = None, device="cpu", frame_model: Emit
     if excess >= MIN_EXCESS:
         return Choice(MOVIE_MODEL, f"a movie: {detail}", share, chance)
     return Choice(FRAME_MODEL, f"not a movie: {detail}", share, chance)
-
-
-def choose_bundled(
-    frames, camera: Camera | None = None, device="cpu", frame_model: EmitterModel | None = None
-) -> tuple[EmitterModel, Choice]:
-    """The bundled model for ``frames`` (loaded on ``device``) and the :class:`Choice` behind it;
-    ``frame_model``: the one-frame bundled model if already loaded."""
-    from .pipeline import load_model
-
-    frame_model = frame_model if frame_model is not None else load_model(None, device=device)
-    choice = choose(frames, camera, device, frame_model)
-    if choice.name == FRAME_MODEL:
-        return frame_model, choice
-    return load_model(f"bundled:{MOVIE_MODEL}", device=device), choice

@@ -1,75 +1,58 @@
 """Prediction of one TIFF stack on a Dask distributed cluster (``pip install distributed``).
 
-The client sends each worker a task that names the file and a frame range, never pixels: the
-file must be readable by the workers at the same path (a shared file system). A worker loads the
-model (the bundled weights or a checkpoint path) once per thread and keeps it, opens the stack
-lazily (:func:`.stream.open_frames`) and runs :func:`.predict.iter_predict` on its range, which
-reads the frame window's neighbours beyond the range as the single-process run does. Chunks are a
-whole number of batches, so every batch is the one a single process would run: the localizations
-are the single-process run's, returned in frame order.
+The client sends each worker a task that names the file, the model spec and a frame range, never
+pixels: the file must be readable by the workers at the same path (a shared file system). A worker
+loads the model once per thread and keeps it, opens the stack lazily (:func:`..io.stream.open_frames`)
+and runs the pipeline's own chunk stage (:func:`.pipeline.localize_chunk`) on its range, reading the
+frame window's neighbours beyond the range as the single-process run does. Ranges are a whole
+number of batches, so every batch is the one a single process would run. The client puts the
+chunks in frame order and hands them to :func:`.pipeline.collect`, which pools across frames (the
+one place that does): the localizations are the single-process run's.
 
-At most ``max_in_flight`` chunks are pending at a time and finished chunks go to ``sink`` as soon
-as every chunk before them has arrived, so the client's memory does not grow with the movie.
+At most ``max_in_flight`` ranges are pending at a time and finished ones go to ``sink`` as soon as
+every range before them has arrived, so the client's memory does not grow with the movie.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..camera import Camera
 from ..errors import InputError
 from ..io.localizations import Localizations
-from ..model.checkpoint import BUNDLED_PREFIX
+from ..io.stream import close_frames, open_frames
+from .batching import DEFAULT_BATCH_SIZE
+from .models import resolve_model
+from .options import PredictOptions
+from .pipeline import ChunkResult, PredictionResult, collect, localize_chunk, output_stride, plan_run
+from .pooling import pooling_on
 
 DEFAULT_CHUNK_FRAMES = 512
 CONNECT_TIMEOUT_S = 20.0  # to reach the scheduler
 
 
-@dataclass(frozen=True)
-class ChunkJob:
-    """What a worker needs besides the frame range: small, picklable."""
-
-    path: str
-    model: str | None  # checkpoint path; None: the bundled weights
-    camera: dict | None  # Camera.to_dict(); None: the model's camera
-    options: dict = field(default_factory=dict)  # keyword arguments of iter_predict
-
-
 @functools.lru_cache(maxsize=8)
-def _worker_model(model: str | None, device: str, thread: int):
-    """One model per (file, device, worker thread): loaded once, kept for the following chunks."""
-    from .pipeline import load_model
-
-    return load_model(model, device)
+def _worker_model(spec: str, device: str, thread: int):
+    """One model per (spec, device, worker thread): loaded once, kept for the following ranges."""
+    return resolve_model(spec, device=device).model
 
 
-def predict_chunk(job: ChunkJob, start: int, stop: int) -> dict:
-    """Run on a worker: the localizations of frames [start, stop) of ``job.path`` (``locs``), with
-    the run's ``device`` and ``grid_factor``."""
-    from ..io.stream import close_frames, open_frames
-    from .pipeline import predict, resolve_device
-    from .pooling import pooling_on
+def predict_range(path: str, options: PredictOptions, start: int, stop: int) -> list[ChunkResult]:
+    """Run on a worker: the chunks of frames [start, stop) of the stack at ``path`` (unpooled).
+    ``options.model`` is a concrete spec (not ``auto``)."""
+    from ..model.runtime import resolve_device
 
-    device = str(resolve_device(job.options.get("device", "auto")))
-    model = _worker_model(job.model, device, threading.get_ident())
-    camera = Camera.from_dict(job.camera) if job.camera is not None else None
-    options = dict(job.options)
-    pool = options.pop("pool", None)  # pooling crosses chunks: the client does it (predict_on_cluster)
-    frames = open_frames(job.path)
+    device = str(resolve_device(options.device))
+    model = None if options.classical else _worker_model(options.model, device, threading.get_ident())
+    frames = open_frames(path)
     try:
-        result = predict(frames, model, camera, frame_range=(start, stop), pool=False, **options)
+        run = plan_run(frames, model, options, frame_range=(start, stop))
+        return [localize_chunk(run, frames, a, b) for a, b in run.chunks()]
     finally:
         close_frames(frames)
-    return {
-        "locs": result.localizations,
-        "position_sd": result.position_sd,
-        "pool": pooling_on(model.config.frame_window, pool, options.get("refine", True)),
-        "device": result.device,
-        "grid_factor": result.grid_factor,
-    }
 
 
 def _client(scheduler):
@@ -91,100 +74,89 @@ def _client(scheduler):
 def predict_on_cluster(
     path,
     scheduler,
+    options: PredictOptions | None = None,
     *,
-    model: str | None = None,
-    camera: Camera | None = None,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     max_in_flight: int | None = None,
     sink: Callable[[Localizations], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    **options,
-):
+) -> tuple[PredictionResult, object]:
     """Localizations of the TIFF stack at ``path``, computed on the cluster ``scheduler`` (an
-    address such as ``tcp://host:8786``, or a ``distributed.Client``).
-
-    ``model``: a checkpoint path the workers can read, or a bundled name such as
-    ``"bundled:window-3"`` (None: the bundled one-frame weights). ``options``:
-    keyword arguments of :func:`.predict.iter_predict` (mode, threshold, device, batch_size (None:
-    the CPU's default, also on GPU workers), ...).
-    Finished chunks go to ``sink`` in frame order (and are then not kept), else they are gathered.
-    Returns a :class:`.predict.PredictionResult` (no maps).
+    address such as ``tcp://host:8786``, or a ``distributed.Client``), with ``options`` (their model
+    spec is resolved here, ``auto`` from a sample of the frames; the workers load the result).
+    Finished ranges go to ``sink`` in frame order (and are then not kept), else they are gathered.
+    Returns the :class:`.pipeline.PredictionResult` (no maps) and the :class:`.models.ResolvedModel`.
     """
-    from pathlib import Path
-
-    from ..io.stream import close_frames, open_frames
-    from .pipeline import DEFAULT_BATCH_SIZE, Output, PredictionResult
-    from .pooling import TemporalPooler
-
-    if "maps" in options or "frame_range" in options:
-        raise InputError("the Dask path returns localizations only, of the whole stack (no maps, no range)")
+    options = options or PredictOptions()
+    if int(chunk_frames) < 1:
+        raise InputError(f"frames per Dask task must be >= 1, got {chunk_frames}")
     path = Path(path).resolve()
     frames = open_frames(path)  # checks the file here, before anything is sent
     try:
         n_frames = int(frames.shape[0]) if len(frames.shape) == 3 else 1
+        resolved = resolve_model(options.model, frames, options.camera, device="cpu")
     finally:
         close_frames(frames)
-    batch = DEFAULT_BATCH_SIZE if options.get("batch_size") is None else int(options["batch_size"])
-    if batch < 1 or int(chunk_frames) < 1:
-        raise InputError("batch size and frames per chunk must be >= 1")
+    grid_factor = 0.0 if resolved.model is None else 1.0 / output_stride(resolved.model.net.config, options)
+    batch = DEFAULT_BATCH_SIZE if options.batch_size is None else options.batch_size
     chunk = -(-int(chunk_frames) // batch) * batch  # whole batches: the single-process run's batches
     ranges = [(a, min(a + chunk, n_frames)) for a in range(0, n_frames, chunk)]
-    job = ChunkJob(
-        path=str(path),
-        model=model if model is None or str(model).startswith(BUNDLED_PREFIX) else str(Path(model).resolve()),
-        camera=None if camera is None else camera.to_dict(),
-        options={**options, "batch_size": batch},  # the workers run the batches planned here
+    # the workers run the batches planned here, with the model chosen here
+    job = dataclasses.replace(options, model=resolved.spec, batch_size=batch)
+    pool = resolved.model is not None and pooling_on(
+        resolved.model.net.config.frame_window, options.pool, options.refine
     )
-
     client, owned = _client(scheduler)
     try:
-        import distributed
-
-        if max_in_flight is None:
-            threads = sum(client.nthreads().values()) or 1
-            max_in_flight = 2 * threads
-        pending = distributed.as_completed()
-        index_of, finished, emit = {}, {}, Output(sink)
-        device, grid_factor = str(options.get("device", "auto")), 1.0
-        next_submit = next_write = done_frames = 0
-        pooler = None
-
-        def submit():
-            nonlocal next_submit
-            a, b = ranges[next_submit]
-            future = client.submit(predict_chunk, job, a, b, pure=False)
-            index_of[future.key] = next_submit
-            pending.add(future)
-            next_submit += 1
-
-        while next_submit < len(ranges) and next_submit < max_in_flight:
-            submit()
-        for future in pending:
-            k = index_of.pop(future.key)
-            finished[k] = future.result()  # a worker's error is raised here, as it was raised there
-            future.release()
-            if next_submit < len(ranges):
-                submit()
-            while next_write in finished:  # write in frame order
-                out = finished.pop(next_write)
-                locs, device, grid_factor = out["locs"], out["device"], out["grid_factor"]
-                if out["pool"]:  # as iter_predict does, across the chunks' borders too
-                    pooler = pooler or TemporalPooler()
-                    locs = pooler.feed(locs, out["position_sd"], ranges[next_write][1])
-                emit(locs)
-                done_frames += ranges[next_write][1] - ranges[next_write][0]
-                next_write += 1
-                if progress is not None:
-                    progress(done_frames, n_frames)
-        if pooler is not None:
-            emit(pooler.flush())
+        chunks = _in_order(client, str(path), job, ranges, max_in_flight)
+        gen = collect(chunks, start=0, stop=n_frames, pool=pool, sink=sink)
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                emit, _ = stop.value
+                break
+            if progress is not None:
+                progress(event.frames_done, event.frames_total)
     finally:
         if owned:
             client.close()
-    return PredictionResult(
+    device = options.device if resolved.model is not None else "cpu"
+    result = PredictionResult(
         localizations=emit.gathered(),
         device=f"{device} on a Dask cluster",
-        mode=options.get("mode", "progressive"),
+        mode=options.mode,
         grid_factor=grid_factor,
         n_localizations=emit.rows,
     )
+    return result, resolved
+
+
+def _in_order(client, path: str, job: PredictOptions, ranges, max_in_flight: int | None):
+    """The ranges' chunks, in frame order, while at most ``max_in_flight`` ranges are pending."""
+    import distributed
+
+    if max_in_flight is None:
+        max_in_flight = 2 * (sum(client.nthreads().values()) or 1)
+    pending = distributed.as_completed()
+    index_of, finished = {}, {}
+    next_submit = next_yield = 0
+
+    def submit():
+        nonlocal next_submit
+        a, b = ranges[next_submit]
+        future = client.submit(predict_range, path, job, a, b, pure=False)
+        index_of[future.key] = next_submit
+        pending.add(future)
+        next_submit += 1
+
+    while next_submit < len(ranges) and next_submit < max_in_flight:
+        submit()
+    for future in pending:
+        finished[index_of.pop(future.key)] = future.result()  # a worker's error is raised here
+        future.release()
+        if next_submit < len(ranges):
+            submit()
+        while next_yield in finished:
+            yield from finished.pop(next_yield)
+            next_yield += 1

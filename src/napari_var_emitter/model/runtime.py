@@ -41,6 +41,26 @@ from ..errors import InputError
 from .var import SPARSE_GATE, TrueVAREmitterPredictor
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """ "auto" takes CUDA, then Apple MPS, then the CPU; an unavailable explicit device is an error."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for, but no CUDA GPU is available (use 'auto' or 'cpu')")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was asked for, but Apple MPS is not available (use 'auto' or 'cpu')")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise InputError(f"unknown device {name!r}: choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
 # glibc mallopt parameters: serve allocations up to this size from the heap (not fresh mmaps) and
 # keep up to this much freed memory at the heap's top instead of returning it to the system.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
-from ..io.localizations import read_localizations as _read_table
+from ..io.tables import read_localizations as _read_table
 from .layers import DEFAULT_PIXEL_SIZE_NM, locs_to_points, points_kwargs
 
 # Header cells that mark a file as a localization table we read.

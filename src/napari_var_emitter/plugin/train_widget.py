@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QPointF, QSize, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..camera import Camera
 from ..errors import InputError, VarEmitterError
-from .predict_widget import CAMERA_FIELDS, DEVICES
+from ..localize.options import DEVICES
+from .forms import CameraForm
 from .session import SESSION, disconnect_when_destroyed
-from .workers import relay_errors
+from .worker_panel import WorkerPanel, relay_errors
 
 if TYPE_CHECKING:
     import napari
@@ -128,22 +127,15 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.worker = None
         self.last_event = None
+        self.cfg = None
 
         # 1. form: model, camera and PSF (from the predict widget), training settings
         from ..model.config import PRESETS
 
         self.preset = ComboBox(label="model size", choices=list(PRESETS), value="default")
-        self.camera_widgets = {
-            "pixel_size_nm": FloatSpinBox(label="pixel size (nm)", min=1, max=10000, step=1),
-            "baseline": FloatSpinBox(label="baseline (ADU)", min=0, max=1e6, step=1),
-            "e_per_adu": FloatSpinBox(label="e- per ADU", min=0.01, max=1e4, step=0.1),
-            "em_gain": FloatSpinBox(label="EM gain (1 = sCMOS)", min=1, max=1e4, step=1),
-            "qe": FloatSpinBox(label="quantum efficiency", min=0.01, max=1, step=0.01),
-            "read_noise_e": FloatSpinBox(label="read noise (e-)", min=0, max=1e4, step=0.1),
-        }
-        self.set_camera(SESSION.camera)
+        self.camera_form = CameraForm(SESSION.camera)
+        self.camera_widgets = self.camera_form.fields
         self.psf_min = FloatSpinBox(label="PSF sigma min (nm)", min=10, max=1000, step=5, value=100.0)
         self.psf_max = FloatSpinBox(label="PSF sigma max (nm)", min=10, max=1000, step=5, value=150.0)
         self.fine_tune = CheckBox(label="fine-tune from the bundled model", value=True)
@@ -157,7 +149,7 @@ class TrainWidget(QWidget):
         self.form = Container(
             widgets=[
                 self.preset,
-                *self.camera_widgets.values(),
+                *self.camera_form.fields.values(),
                 self.psf_min,
                 self.psf_max,
                 self.fine_tune,
@@ -172,43 +164,39 @@ class TrainWidget(QWidget):
         )
 
         # 2. buttons, progress, loss curve, metrics
-        self.train_button = QPushButton("Train")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self.panel = WorkerPanel("Train model", "Train", failed="training failed")
+        self.train_button, self.cancel_button = self.panel.run_button, self.panel.cancel_button
+        self.progress, self.status = self.panel.progress, self.panel.status
         self.loss_curve = LossCurve()
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.train_button)
-        buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
+        layout.addWidget(self.panel)
         layout.addWidget(self.loss_curve)
         layout.addWidget(self.metrics)
-        layout.addWidget(self.status)
         layout.addStretch(1)
 
         # 3. connections
         self.train_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
         SESSION.camera_changed.connect(self.set_camera)
         # the session outlives this widget: drop the connection with the Qt object
         disconnect_when_destroyed(self, SESSION.camera_changed, self.set_camera)
 
+    @property
+    def running(self) -> bool:
+        return self.panel.running
+
+    @property
+    def worker(self):
+        return self.panel.worker
+
     # --- settings ------------------------------------------------------------------------------
     def set_camera(self, camera: Camera) -> None:
-        for name in CAMERA_FIELDS:
-            self.camera_widgets[name].value = getattr(camera, name)
+        self.camera_form.set_camera(camera)
 
     def camera(self) -> Camera:
-        return Camera(**{name: float(widget.value) for name, widget in self.camera_widgets.items()})
+        return self.camera_form.camera()
 
     def make_config(self):
         """The TrainConfig of the form; InputError with one clear message for bad values."""
@@ -247,40 +235,34 @@ class TrainWidget(QWidget):
         )
 
     # --- running -------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
     def start(self) -> None:
-        if self.worker is not None:
-            show_info("Train model: training is already running")
+        if self.running:
+            self.panel.refuse("training is already running")
             return
         try:
             cfg = self.make_config()
             Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         except (VarEmitterError, OSError) as exc:
-            show_error(f"Train model: {exc}")
+            self.panel.refuse(str(exc))
             return
         self.cfg = cfg
         self.last_event = None
         self.loss_curve.clear()
         self.metrics.setText("")
-        self.progress.setRange(0, cfg.steps)
-        self.progress.setValue(0)
-        self.status.setText(f"training for {cfg.steps} steps...")
-        self.worker = create_worker(run_training, cfg, _ignore_errors=True)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.errored.connect(self._on_errored)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.train_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.worker.start()
+        self.panel.start(
+            run_training,
+            cfg,
+            total=cfg.steps,
+            message=f"training for {cfg.steps} steps...",
+            on_progress=self._on_progress,
+            on_aborted=self._on_aborted,
+            on_finished=self._on_finished,
+        )
 
     def cancel(self) -> None:
-        if self.worker is not None:
+        if self.running:
+            self.panel.cancel()
             self.status.setText("cancelling after this step...")
-            self.worker.quit()
 
     def _on_progress(self, event) -> None:
         self.last_event = event
@@ -297,12 +279,6 @@ class TrainWidget(QWidget):
             status += f" ({skipped} step(s) skipped: NaN or infinite loss)"
         self.status.setText(status)
 
-    def _on_errored(self, exc: Exception) -> None:
-        # napari's GeneratorWorker does not relay worker errors to the notifications by itself
-        # (its notifying mixin is never initialised under PyQt6, napari 0.9.2): do it here.
-        self.status.setText(f"training failed: {exc}")
-        show_error(f"Train model failed: {exc}")
-
     def _on_aborted(self) -> None:
         out = Path(self.cfg.out)
         if out.exists():
@@ -312,13 +288,10 @@ class TrainWidget(QWidget):
             self.status.setText("cancelled before the first checkpoint; nothing was saved")
 
     def _on_finished(self) -> None:
-        aborted = self.status.text().startswith("cancelled")
-        failed = self.status.text().startswith("training failed")
-        if not aborted and not failed:
-            out = Path(self.cfg.out)
-            if out.exists():
-                SESSION.add_model(self.model_name.value or "trained", out)
-                self.status.setText(f"done: model saved to {out}; choose it in 'Predict emitters'")
-        self.worker = None
-        self.train_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        text = self.status.text()
+        if text.startswith("cancelled") or text.startswith(self.panel.failed):
+            return
+        out = Path(self.cfg.out)
+        if out.exists():
+            SESSION.add_model(self.model_name.value or "trained", out)
+            self.status.setText(f"done: model saved to {out}; choose it in 'Predict emitters'")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES, write_localizations
+from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
+from ..io.tables import write_localizations
 from .layers import DEFAULT_PIXEL_SIZE_NM, points_to_locs
 
 

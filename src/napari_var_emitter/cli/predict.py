@@ -1,0 +1,172 @@
+"""``napari-var-emitter predict FRAMES --out LOCS.csv``: a thin shell over the prediction pipeline.
+
+Its flags are :class:`..localize.options.PredictOptions`' fields, with their defaults and help
+texts; the options are validated there, before anything is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from ..localize.options import PredictOptions
+from .common import ProgressBar, add_camera_flags, camera_from, say
+
+# PredictOptions fields as flags: (field, flag, kind); "on" fields are on by default, "--no-X" turns
+# them off; "flag" fields are off by default; the others take a value.
+FLAGS = (
+    ("model", "--model", "value"),
+    ("mode", "--mode", "value"),
+    ("sr_factor", "--sr-factor", "value"),
+    ("device", "--device", "value"),
+    ("threshold", "--threshold", "value"),
+    ("psf_sigma_nm", "--psf-sigma-nm", "value"),
+)
+THROUGHPUT_FLAGS = (
+    ("batch_size", "--batch-size", "value"),
+    ("batch_pixels", "--batch-pixels", "value"),
+    ("tile_size", "--tile-size", "value"),
+    ("tile_margin", "--tile-margin", "value"),
+    ("precision", "--precision", "value"),
+    ("compile", "--compile", "flag"),
+    ("refine", "--no-refine", "on"),
+    ("confirm", "--no-confirm", "on"),
+    ("pool", "--no-pool", "on"),
+    ("sparse", "--no-sparse", "on"),
+    ("local_attention", "--local-attention", "flag"),
+)
+TYPES = {"sr_factor": int, "threshold": float, "psf_sigma_nm": float, "batch_size": int}
+TYPES.update({"batch_pixels": int, "tile_size": int, "tile_margin": int})
+
+
+def _add_options(group, flags) -> None:
+    for name, flag, kind in flags:
+        text = PredictOptions.help(name).replace("%", "%%")
+        if kind == "on":
+            group.add_argument(flag, dest=name, action="store_false", help=f"off: {text}")
+        elif kind == "flag":
+            group.add_argument(flag, dest=name, action="store_true", help=text)
+        else:
+            default = PredictOptions.default(name)
+            group.add_argument(
+                flag,
+                dest=name,
+                type=TYPES.get(name, str),
+                default=default,
+                choices=PredictOptions.choices(name),
+                metavar=_metavar(name),
+                help=text if default is None else f"{text} (default: {default})",
+            )
+
+
+def _metavar(name: str) -> str | None:
+    from dataclasses import fields
+
+    for f in fields(PredictOptions):
+        if f.name == name:
+            return f.metadata.get("metavar")
+    return None
+
+
+def add(sub) -> None:
+    p = sub.add_parser("predict", help="localize emitters in a TIFF stack and write a localization table")
+    p.add_argument("frames", metavar="FRAMES", help="TIFF stack (T, Y, X) or single frame, in ADU")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="LOCS.csv",
+        help="output: .csv (ThunderSTORM, docs/CONVENTIONS.md; written as the frames are done) "
+        "or .hdf5 (Picasso)",
+    )
+    _add_options(p, FLAGS)
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line on stderr")
+    _add_options(p.add_argument_group("throughput and pipeline stages (VAR)"), THROUGHPUT_FLAGS)
+    group = p.add_argument_group("Dask cluster")
+    group.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run frame ranges on this Dask distributed scheduler (e.g. tcp://host:8786); the workers "
+        "must read FRAMES and --model at the same paths",
+    )
+    group.add_argument("--chunk-frames", type=int, default=512, help="frames per Dask task")
+    add_camera_flags(p)
+    p.set_defaults(run=run)
+
+
+def options_from(args: argparse.Namespace) -> PredictOptions:
+    """The PredictOptions of the parsed flags (checked there)."""
+    if args.tile_size is not None and args.tile_size < 0:
+        raise InputError(f"--tile-size must be >= 0 (0: never tile), got {args.tile_size}")
+    values = {name: getattr(args, name) for name, _, _ in FLAGS + THROUGHPUT_FLAGS}
+    values["tile_size"] = args.tile_size or None  # 0: never
+    values["pool"] = None if args.pool else False  # default: on for models that see several frames
+    return PredictOptions(camera=camera_from(args), **values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.frames import as_frames
+    from ..io.localizations import Localizations
+    from ..io.stream import close_frames, csv_stream, open_frames
+    from ..io.tables import table_format, write_localizations
+    from ..localize.models import resolve_model
+    from ..localize.pipeline import predict
+
+    options = options_from(args)
+    out = Path(args.out)
+    if not out.parent.is_dir() and str(out.parent) != "":
+        raise InputError(f"output folder {out.parent} does not exist")
+    kind = table_format(out)  # an unknown suffix is refused before any work
+    if args.chunk_frames < 1:
+        raise InputError(f"--chunk-frames must be >= 1, got {args.chunk_frames}")
+    frames = open_frames(args.frames)
+    bar = ProgressBar(enabled=None if not args.quiet else False)
+    parts: list[Localizations] = []
+    try:
+        as_frames(frames[:1])  # checks dtype, shape and size before loading the model
+        n_frames, height, width = frames.shape
+        start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            write = (
+                stack.enter_context(csv_stream(out, options.camera.pixel_size_nm))
+                if kind == "csv"
+                else parts.append
+            )
+            if args.dask_scheduler:
+                from ..localize.cluster import predict_on_cluster
+
+                close_frames(frames)
+                result, resolved = predict_on_cluster(
+                    args.frames,
+                    args.dask_scheduler,
+                    options,
+                    chunk_frames=args.chunk_frames,
+                    sink=write,
+                    progress=bar.update,
+                )
+            else:
+                resolved = resolve_model(options.model, frames, options.camera, device="cpu")
+                result = predict(frames, resolved.model, options=options, sink=write, progress=bar.update)
+            where = resolved.describe(result.device)
+            n_locs = write.rows if kind == "csv" else sum(len(p) for p in parts)
+            if kind != "csv":
+                write_localizations(
+                    Localizations.concatenate(parts),
+                    out,
+                    pixel_size_nm=options.camera.pixel_size_nm,
+                    frame_shape=(height, width),
+                    n_frames=n_frames,
+                )
+        elapsed = time.perf_counter() - start
+    finally:
+        bar.close()
+        close_frames(frames)
+    say(
+        args,
+        f"{n_locs} localizations in {n_frames} frames, {elapsed:.2f} s "
+        f"({n_frames / max(elapsed, 1e-9):.0f} frames/s, {where}) -> {out}",
+    )
+    return 0

@@ -1,0 +1,80 @@
+"""Form parts that both dock widgets use: the camera fields."""
+
+from __future__ import annotations
+
+from magicgui.widgets import Container, FloatSpinBox
+
+from ..camera import CAMERA_FIELDS, Camera
+from ..errors import VarEmitterError
+
+# label, (min, max, step), tooltip: what the value is and where to find it
+CAMERA_FORM = {
+    "pixel_size_nm": (
+        "pixel size (nm)",
+        (1, 10000, 1),
+        "the size of one camera pixel in the sample plane: the camera's pixel pitch divided by the "
+        "total magnification (e.g. 16 um / 160x = 100 nm); often in the file's metadata",
+    ),
+    "baseline": (
+        "baseline (ADU)",
+        (0, 1e6, 1),
+        "the camera's offset: the mean reading of a dark pixel (ADU). In the camera's specification or "
+        "test report, or the mean of a movie taken with the shutter closed (often 100-500)",
+    ),
+    "e_per_adu": (
+        "e- per ADU",
+        (0.01, 1e4, 0.1),
+        "electrons per count (ADU) before EM gain: the camera's 'sensitivity' or 'conversion factor' "
+        "in its test report (e.g. 0.2-0.5 for sCMOS, 4-50 for EMCCD)",
+    ),
+    "em_gain": (
+        "EM gain (1 = sCMOS)",
+        (1, 1e4, 1),
+        "the EMCCD's electron-multiplying gain set in the acquisition software (e.g. 100-300); 1 for "
+        "sCMOS and CCD cameras",
+    ),
+    "qe": (
+        "quantum efficiency",
+        (0.01, 1, 0.01),
+        "the share of photons that become electrons at the dye's wavelength (camera datasheet; "
+        "0.8-0.95 for back-illuminated cameras)",
+    ),
+    "read_noise_e": (
+        "read noise (e-)",
+        (0, 1e4, 0.1),
+        "the camera's read noise in electrons, RMS (datasheet or test report; 1-2 e- for sCMOS, "
+        "tens of e- before EM gain for EMCCD)",
+    ),
+}
+
+
+class CameraForm(Container):
+    """The six camera fields of docs/CONVENTIONS.md, with tooltips; ``changed`` fires on each edit."""
+
+    def __init__(self, camera: Camera | None = None) -> None:
+        self.fields = {}
+        for name in CAMERA_FIELDS:
+            label, (low, high, step), tooltip = CAMERA_FORM[name]
+            self.fields[name] = FloatSpinBox(label=label, min=low, max=high, step=step, tooltip=tooltip)
+        super().__init__(widgets=list(self.fields.values()), labels=True)
+        self.set_camera(camera or Camera())
+
+    def camera(self) -> Camera:
+        """The camera of the fields (CameraError for values the camera model refuses)."""
+        return Camera(**{name: float(widget.value) for name, widget in self.fields.items()})
+
+    def valid_camera(self) -> Camera | None:
+        """The camera of the fields, or None while they hold values the camera model refuses."""
+        try:
+            return self.camera()
+        except VarEmitterError:
+            return None
+
+    def set_camera(self, camera: Camera) -> None:
+        self.set_values(camera.to_dict())
+
+    def set_values(self, values: dict) -> None:
+        """Set the fields named in ``values`` (others keep theirs)."""
+        for name, value in values.items():
+            if name in self.fields:
+                self.fields[name].value = float(value)

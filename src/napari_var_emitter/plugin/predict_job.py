@@ -1,0 +1,133 @@
+"""What the "Predict emitters" widget runs: a job read from the form, checked, and run in a worker.
+
+No Qt here: :func:`run_prediction` is the generator the widget hands to its worker panel, and the
+checks are plain functions, so the job's logic is the command line's (:mod:`..localize`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..camera import CAMERA_FIELDS
+from ..errors import InputError
+from ..io.frames import MIN_FRAME_SIZE, check_frame_shape
+from ..io.localizations import Localizations
+from ..localize.options import PredictOptions
+from .worker_panel import relay_errors
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """Everything the worker needs, read from the widget on the UI thread."""
+
+    source: str  # input layer name
+    data: Any  # the layer's data (numpy, dask, ...): sliced and read in the worker
+    ndim: int  # 2 (one frame) or 3 (T, Y, X)
+    first: int  # first frame (0-based, inclusive)
+    stop: int  # last frame + 1
+    options: PredictOptions  # options.model: "auto", "bundled", "bundled:NAME" or a path
+    model: Any  # the loaded model; for "auto", the one-frame bundled model the choice starts from
+    maps: tuple[int, ...]
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    render_factor: int
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    """What the worker returns: the result, with frames counted in the whole stack."""
+
+    job: PredictJob
+    result: Any  # localize.PredictionResult; frames 0-based in the whole stack
+    choice: Any = None  # autoselect.Choice where the job was ``auto``
+
+    @property
+    def localizations(self) -> Localizations:
+        return self.result.localizations
+
+
+def run_prediction(job: PredictJob):
+    """Generator run in the worker thread: choose the model (``auto`` reads a sample of the frames,
+    here and not on the UI thread), then predict chunk by chunk (a dask or memory-mapped stack is
+    never loaded whole); returns a :class:`PredictOutcome`."""
+    from ..localize import pipeline, resolve_model
+
+    model, choice = job.model, None
+    if job.options.model == "auto":
+        frames = job.data if job.ndim == 2 else job.data[job.first : job.stop]
+        resolved = resolve_model(
+            "auto", frames, job.options.camera, job.options.device, frame_model=job.model
+        )
+        model, choice = resolved.model, resolved.choice
+    result = yield from relay_errors(
+        pipeline.iter_predict(
+            job.data,
+            model,
+            options=job.options,
+            maps=job.maps,
+            frame_range=None if job.ndim == 2 else (job.first, job.stop),
+        )
+    )
+    return PredictOutcome(job=job, result=result, choice=choice)
+
+
+def level_names(model, frame_shape: tuple[int, int], sr_factor: int = 1) -> list[str]:
+    """Names of the maps a run can show: the progressive levels (``model.level_names``), then, for
+    a super-resolution run, the finer levels down to ``1 / sr_factor`` input pixels per cell."""
+    names = list(model.level_names(frame_shape))
+    if sr_factor > 1:
+        height, width = frame_shape
+        strides = list(model.config.strides)
+        for stride in strides[len(names) :]:
+            if stride < 1 / sr_factor - 1e-9:
+                break
+            names.append(f"{math.ceil(height / stride)}x{math.ceil(width / stride)}")
+    return names
+
+
+def camera_from_layer(layer) -> dict[str, float]:
+    """Camera values a layer tells about: ``metadata["camera"]``, ``metadata["pixel_size_nm"]``,
+    or a physical pixel size from the layer's scale and units. Only the values found are returned."""
+    found: dict[str, float] = {}
+    metadata = getattr(layer, "metadata", None) or {}
+    camera = metadata.get("camera")
+    if isinstance(camera, dict):
+        found.update({k: float(v) for k, v in camera.items() if k in CAMERA_FIELDS})
+    if "pixel_size_nm" in metadata:
+        found["pixel_size_nm"] = float(metadata["pixel_size_nm"])
+    if "pixel_size_nm" not in found:
+        try:  # a layer with physical units: scale * unit -> nm (napari's default unit, pixel, fails)
+            nm = float((layer.scale[-1] * layer.units[-1]).to("nm").magnitude)
+            if np.isfinite(nm) and nm > 0:
+                found["pixel_size_nm"] = nm
+        except Exception:  # noqa: BLE001 - no units, pixel units, or an older napari
+            pass
+    return found
+
+
+def check_image_layer(layer) -> None:
+    """Raise :class:`InputError` with one clear message for a layer we cannot predict on."""
+    if layer is None:
+        raise InputError(
+            "no image layer: open a movie (TIFF stack) or "
+            "File > Open Sample > VAR Emitter > Simulated SMLM movie"
+        )
+    if getattr(layer, "rgb", False):
+        raise InputError(f"layer '{layer.name}' is an RGB image; expected grayscale camera frames (T, Y, X)")
+    if getattr(layer, "multiscale", False):
+        raise InputError(f"layer '{layer.name}' is multiscale; open the camera frames as a plain stack")
+    shape = tuple(layer.data.shape)
+    if len(shape) not in (2, 3):
+        raise InputError(
+            f"layer '{layer.name}' has {len(shape)} dimensions {shape}; "
+            "expected a frame (Y, X) or a stack (T, Y, X)"
+        )
+    if 0 in shape:
+        raise InputError(f"layer '{layer.name}' is empty (shape {shape})")
+    if min(shape[-2:]) < MIN_FRAME_SIZE:
+        raise InputError(f"layer '{layer.name}': frames of {shape[-2]}x{shape[-1]} px are too small")
+    check_frame_shape(shape, name=f"layer '{layer.name}'")  # and not too large to hold
