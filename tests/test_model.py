@@ -171,7 +171,7 @@ def test_loss_decreases_on_a_fixed_batch():
 @pytest.mark.parametrize("size", [(64, 64), (24, 40), (8, 8), (5, 3)])
 def test_resize_bicubic_is_torch_bicubic(size):
     """The chain's upsampling as two matrix products gives F.interpolate's bicubic numbers."""
-    from napari_var_emitter.model.var import resize_bicubic
+    from napari_var_emitter.model.ops import resize_bicubic
 
     x = torch.randn(3, 5, 8, 8, generator=torch.Generator().manual_seed(0))
     expected = torch.nn.functional.interpolate(x, size=size, mode="bicubic")
@@ -182,7 +182,7 @@ def test_resize_bicubic_is_torch_bicubic(size):
 
 @pytest.mark.parametrize("size", [(32, 32), (8, 16), (64, 64), (48, 48)])
 def test_area_downsample_is_torch_area(size):
-    from napari_var_emitter.model.var import area_downsample
+    from napari_var_emitter.model.ops import area_downsample
 
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     expected = torch.nn.functional.interpolate(x, size=size, mode="area")
@@ -191,7 +191,7 @@ def test_area_downsample_is_torch_area(size):
 
 def test_resize_bicubic_trains_after_inference():
     """The matrices are cached: one first made under inference mode must still serve training."""
-    from napari_var_emitter.model.var import resize_bicubic
+    from napari_var_emitter.model.ops import resize_bicubic
 
     with torch.inference_mode():
         resize_bicubic(torch.ones(1, 1, 7, 7), (28, 28))
@@ -201,7 +201,7 @@ def test_resize_bicubic_trains_after_inference():
 
 
 def test_conv_block_modulation_shared_or_per_frame_is_the_same():
-    from napari_var_emitter.model.var import AdaLNConvBlock
+    from napari_var_emitter.model.blocks import AdaLNConvBlock
 
     torch.manual_seed(0)
     block = AdaLNConvBlock(16, 24)
@@ -215,7 +215,8 @@ def test_conv_block_modulation_shared_or_per_frame_is_the_same():
 
 @pytest.mark.parametrize("num_levels", [4, 5])  # progressive, and the super-resolution level
 def test_sparse_last_level_gives_the_dense_numbers_where_it_computes(net, frames, num_levels):
-    from napari_var_emitter.model.var import EMPTY_LOGIT, dilate
+    from napari_var_emitter.model.ops import dilate
+    from napari_var_emitter.model.sparse import EMPTY_LOGIT
 
     with torch.no_grad():
         dense = net(frames, num_levels=num_levels)
@@ -242,7 +243,7 @@ def test_sparse_last_level_runs_densely_where_most_cells_are_open(net, frames):
 
 
 def test_dilate_is_a_square_max_filter():
-    from napari_var_emitter.model.var import dilate
+    from napari_var_emitter.model.ops import dilate
 
     torch.manual_seed(3)
     mask = torch.rand(3, 9, 11) > 0.9
@@ -254,11 +255,11 @@ def test_dilate_is_a_square_max_filter():
 def test_sparse_row_counts_come_from_few_buckets():
     # one shape per bucket keeps oneDNN's per-shape kernel cache and the allocator from growing
     # over a movie (each batch opens a different number of cells)
-    from napari_var_emitter.model.var import _bucketed
+    from napari_var_emitter.model.sparse import bucketed
 
     lengths = set()
     for n in range(1, 200_000, 7):
-        padded = _bucketed(torch.arange(n))
+        padded = bucketed(torch.arange(n))
         assert n <= len(padded) <= 1.25 * n and torch.equal(padded[:n], torch.arange(n))
         assert (padded[n:] == n - 1).all()  # copies of the last cell: computed twice, written back alike
         lengths.add(len(padded))
@@ -289,7 +290,7 @@ def test_local_attention_is_global_attention_where_windows_would_not_pay(net, fr
 
 
 def test_windows_cover_the_grid_once_with_context():
-    from napari_var_emitter.model.var import Windows
+    from napari_var_emitter.model.windows import Windows
 
     tok = torch.arange(2 * 30 * 48 * 3, dtype=torch.float32).view(2, 30 * 48, 3)
     plan = Windows.plan((30, 48), core=8, margin=2, device="cpu")  # 30: the last core overlaps

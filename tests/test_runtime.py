@@ -100,7 +100,7 @@ def test_keep_freed_memory_on_glibc_only(monkeypatch):
 
 
 def test_pointwise_ops_on_the_channels_last_view_keep_values_and_layout():
-    from napari_var_emitter.model.var import GELU, on_channels_last_view
+    from napari_var_emitter.model.ops import GELU, on_channels_last_view
 
     x = torch.randn(2, 8, 5, 7)
     cl = x.contiguous(memory_format=torch.channels_last)

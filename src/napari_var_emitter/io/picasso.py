@@ -82,9 +82,12 @@ def _h5py(error=PicassoFormatError):
 
 
 def _version() -> str:
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("napari-var-emitter")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 # --- writing ------------------------------------------------------------------------------------

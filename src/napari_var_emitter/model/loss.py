@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .var import PHOTON_NORM
+from .blocks import PHOTON_NORM
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -59,7 +59,7 @@ class VAREmitterLoss(nn.Module):
         return self.scale_weights[min(level, len(self.scale_weights) - 1)]
 
     def forward(self, outputs, emitters, background_BHW, loc_levels) -> tuple[torch.Tensor, dict]:
-        """outputs: list of level dicts (var.decode_outputs + "stride"); emitters: (N, 6) of the
+        """outputs: list of level dicts (blocks.decode_outputs + "stride"); emitters: (N, 6) of the
         predicted frame; background_BHW: expected background photons per pixel."""
         B = outputs[0]["logits"].shape[0]
         grids = [tuple(o["logits"].shape[-2:]) for o in outputs]

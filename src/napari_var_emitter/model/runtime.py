@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .var import SPARSE_GATE, TrueVAREmitterPredictor
+from .sparse import SPARSE_GATE
+from .var import TrueVAREmitterPredictor
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
