@@ -6,7 +6,7 @@ import numpy as np
 
 from napari_var_emitter.localize import load_model, resolve_model
 from napari_var_emitter.localize.autoselect import FRAME_MODEL, MOVIE_MODEL, choose, persistence
-from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
 
 def test_persistence_counts_emitters_found_again_in_the_next_frame():

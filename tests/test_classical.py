@@ -10,7 +10,7 @@ from scipy.special import erf
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import InputError
 from napari_var_emitter.localize.classical import fit_spots, localize
-from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
 
 def _render(shape, emitters, sigma, background):

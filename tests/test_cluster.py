@@ -16,7 +16,7 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def movie_path(tmp_path_factory):
-    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
     config = SimulationConfig(frame_size=(40, 48), density_per_um2=0.8, photons=(1500.0, 6000.0))
     frames = simulate_movie(config, 22, seed=8).frames.numpy().astype(np.uint16)

@@ -165,7 +165,7 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
     pixel-grid bias, see training/RESULTS.md.) Measured with the one-frame model of the eighth
     session: RMSE 22.7 -> 20.6 nm, RMSE/CRLB 1.08 -> 1.00, sub-pixel max/min 2.5 -> 1.7."""
     from napari_var_emitter.analysis.metrics import evaluate, subpixel_flatness
-    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
     config = SimulationConfig(density_per_um2=0.3, photons=(500.0, 3000.0))  # 64 x 64 frames
     movie = simulate_movie(config, 60, seed=321)
@@ -195,7 +195,7 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
 
 def test_an_emitter_on_a_pixel_edge_is_reported_once():
     from napari_var_emitter.localize.classical import gaussian_model
-    from napari_var_emitter.simulation.simulate import apply_camera
+    from napari_var_emitter.simulation import apply_camera
 
     camera = Camera()  # the EMCCD the bundled model was trained for
     truth = [(x + 0.5, y) for x in (10, 22, 34) for y in (10, 22, 34)]  # on the edge between 2 pixels
@@ -214,7 +214,7 @@ def test_an_emitter_on_a_pixel_edge_is_reported_once():
 
 def test_both_bundled_models_load_and_find_emitters():
     """The default bundled model sees frame t; ``bundled:window-3`` sees frames t-1, t, t+1."""
-    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
     default, window = load_checkpoint(None), load_checkpoint("bundled:window-3")
     assert default.net.config.frame_window == 1 and window.net.config.frame_window == 3
@@ -227,7 +227,7 @@ def test_both_bundled_models_load_and_find_emitters():
 
 
 def test_the_sparse_finest_level_gives_the_dense_localizations():
-    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
     model = load_checkpoint(None, torch.device("cpu"))
     movie = simulate_movie(SimulationConfig(frame_size=(48, 48), density_per_um2=0.5), 12, seed=11)

@@ -7,7 +7,7 @@ from _tiny import random_tiny_net
 from napari_var_emitter.errors import InputError
 from napari_var_emitter.model.checkpoint import load_checkpoint
 from napari_var_emitter.model.runtime import InferenceRunner, resolve_precision
-from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
 
 @pytest.fixture(scope="module")

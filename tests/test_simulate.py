@@ -14,7 +14,7 @@ from scipy.special import ndtr
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.errors import InputError
 from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
-from napari_var_emitter.simulation.simulate import (
+from napari_var_emitter.simulation import (
     SimulationConfig,
     apply_camera,
     render_expected,

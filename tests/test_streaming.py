@@ -35,7 +35,7 @@ def movie():
 
 @pytest.fixture(scope="module")
 def sim_movie():
-    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
     config = SimulationConfig(frame_size=(32, 40), density_per_um2=0.5, photons=(2000.0, 5000.0))
     return simulate_movie(config, 12, seed=4).frames.numpy().astype(np.uint16)

@@ -21,7 +21,7 @@ from napari_var_emitter.localize.refine import CONFIRM_FLOOR
 from napari_var_emitter.localize.tiling import cut, plan_tiles, stitch
 from napari_var_emitter.model import ModelConfig
 from napari_var_emitter.model.checkpoint import EmitterModel
-from napari_var_emitter.simulation.simulate import apply_camera, render_expected
+from napari_var_emitter.simulation import apply_camera, render_expected
 
 # ---------------------------------------------------------------------------------------------------
 # the plan

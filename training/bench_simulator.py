@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_batch
+from napari_var_emitter.simulation import SimulationConfig, simulate_batch
 
 
 def frames_per_second(config, batch_size, window, device, seconds, generator) -> float:

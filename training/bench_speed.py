@@ -65,7 +65,7 @@ def write_stack(path: Path, size: int, n_frames: int) -> Path:
     import tifffile
 
     from napari_var_emitter.camera import Camera
-    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
     config = SimulationConfig(
         frame_size=(size, size),

@@ -59,7 +59,7 @@ from napari_var_emitter.errors import VarEmitterError
 from napari_var_emitter.io.frames import read_frames
 from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.localize.batching import DEFAULT_BATCH_SIZE
-from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
 REPO = Path(__file__).resolve().parents[1]
 PSF_SIGMA_NM = 120.0

@@ -42,7 +42,7 @@ PX_NM = 100.0
 
 def simulated(size: int, n: int, seed: int) -> np.ndarray:
     from napari_var_emitter.camera import Camera
-    from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+    from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
     config = SimulationConfig(
         frame_size=(size, size),

@@ -26,7 +26,7 @@ from napari_var_emitter.errors import VarEmitterError
 from napari_var_emitter.io.frames import read_frames
 from napari_var_emitter.io.localizations import to_csv
 from napari_var_emitter.localize import load_model, predict
-from napari_var_emitter.simulation.simulate import SimulationConfig, simulate_movie
+from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 
 
 def main(argv=None) -> int:

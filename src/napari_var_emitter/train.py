@@ -35,7 +35,7 @@ from .model.config import preset
 from .model.loss import VAREmitterLoss, occupancy_targets
 from .model.runtime import keep_freed_memory, resolve_device
 from .model.var import TrueVAREmitterPredictor
-from .simulation.simulate import SimulationConfig, simulate_batch, simulate_movie
+from .simulation import SimulationConfig, simulate_batch, simulate_movie
 
 VALIDATION_SEEDS = (5000, 5001)  # never used by the benchmark (>= 10000) nor by training batches
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.95, 0.05), 2))

@@ -36,7 +36,7 @@ def add(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..simulation.simulate import SimulationConfig, simulate_movie, write_movie
+    from ..simulation import SimulationConfig, simulate_movie, write_movie
 
     if len(args.size) not in (1, 2):
         raise InputError(f"--size takes H or H W, got {len(args.size)} numbers")

@@ -17,7 +17,7 @@ def simulated_movie(
     n_frames: int = SAMPLE_FRAMES, frame_size: int = SAMPLE_FRAME_SIZE, seed: int = SAMPLE_SEED
 ):
     """The sample's ``Movie`` (frames ``(T, H, W)`` ADU, truth ``Localizations``) and its camera."""
-    from ..simulation.simulate import SimulationConfig, simulate_movie
+    from ..simulation import SimulationConfig, simulate_movie
 
     camera = Camera()  # SMLM challenge 2016 camera, 100 nm pixels
     config = SimulationConfig(frame_size=(frame_size, frame_size), structure="filaments", camera=camera)
