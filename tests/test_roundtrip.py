@@ -29,6 +29,8 @@ from napari_var_emitter.io.frames import read_frames
 from napari_var_emitter.io.localizations import (
     MAX_FRAME,
     Localizations,
+    csv_header,
+    csv_rows,
     parse_csv,
     read_csv,
     to_csv,
@@ -116,13 +118,28 @@ def test_picasso_round_trip_is_exact(locs, px):
         _same(getattr(back, name), getattr(locs, name))
 
 
+def _parsed_or_refused(text: str, px: float) -> Localizations | None:
+    """The table ``text`` holds, or None where it is refused with our one-line error. A table read
+    has 0-based frames and finite positions, and reads back the same after being written again."""
+    try:
+        locs = parse_csv(text, px)
+    except CsvFormatError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return None
+    assert isinstance(locs, Localizations)
+    assert np.all(locs.frame >= 0) and np.all(locs.frame < MAX_FRAME)
+    assert np.all(np.isfinite(locs.x)) and np.all(np.isfinite(locs.y))
+    again = parse_csv(csv_header() + csv_rows(locs, px), px)
+    _same(again.frame, locs.frame)
+    np.testing.assert_allclose(again.x, locs.x, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(again.y, locs.y, rtol=1e-12, atol=1e-9)
+    return locs
+
+
 @SETTINGS
 @given(text=st.text(max_size=400), px=pixel_sizes)
 def test_csv_text_never_raises_another_error(text, px):
-    try:
-        parse_csv(text, px)
-    except CsvFormatError:
-        pass
+    _parsed_or_refused(text, px)
 
 
 @SETTINGS
@@ -130,10 +147,17 @@ def test_csv_text_never_raises_another_error(text, px):
     header=st.sampled_from(['"frame","x [nm]","y [nm]"', "frame,x [nm],y [nm],sigma [nm]"]), body=st.text()
 )
 def test_csv_with_a_good_header_and_random_rows(header, body):
-    try:
-        parse_csv(header + "\n" + body, 100.0)
-    except CsvFormatError:
-        pass
+    locs = _parsed_or_refused(header + "\n" + body, 100.0)
+    if locs is not None:  # at most one row per line
+        assert len(locs) <= body.count("\n") + 1
+
+
+def test_good_rows_are_read_and_bad_ones_refused():
+    good = _parsed_or_refused('"frame","x [nm]","y [nm]"\n1,150,250\n3,50,50\n', 100.0)
+    np.testing.assert_array_equal(good.frame, [0, 2])
+    np.testing.assert_allclose(good.x, [1.0, 0.0])
+    np.testing.assert_allclose(good.y, [2.0, 0.0])
+    assert _parsed_or_refused('"frame","x [nm]","y [nm]"\n0,150,250\n', 100.0) is None  # 1-based
 
 
 # --- damaged files --------------------------------------------------------------------------------
