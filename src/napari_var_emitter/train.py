@@ -20,7 +20,7 @@ import platform
 import random
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch
 
 from .analysis.metrics import evaluate
 from .camera import Camera
+from .config_dicts import from_dict
 from .errors import CheckpointError, InputError, TrainingError
 from .localize.pipeline import predict
 from .model.checkpoint import EmitterModel, check_config, load_checkpoint, read_payload, save_checkpoint
@@ -35,6 +36,7 @@ from .model.config import preset
 from .model.loss import VAREmitterLoss, occupancy_targets
 from .model.runtime import keep_freed_memory, resolve_device
 from .model.var import TrueVAREmitterPredictor
+from .progress import run_to_end
 from .simulation import SimulationConfig, simulate_batch, simulate_movie
 
 VALIDATION_SEEDS = (5000, 5001)  # never used by the benchmark (>= 10000) nor by training batches
@@ -80,17 +82,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise InputError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        values = dict(values)
-        if isinstance(values.get("camera"), dict):
-            values["camera"] = Camera.from_dict(values["camera"])
-        for key in ("psf_sigma_nm", "photons", "density_per_um2", "background_photons", "scale_weights"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        ranges = ("psf_sigma_nm", "photons", "density_per_um2", "background_photons", "scale_weights")
+        return from_dict(cls, values, "training option", tuples=ranges)
 
 
 @dataclass(frozen=True)
@@ -346,11 +339,4 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
 
 def train(cfg: TrainConfig, callback=None) -> EmitterModel:
     """Run :func:`iter_train` to the end; ``callback(TrainProgress)`` on each step."""
-    gen = iter_train(cfg)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(event)
+    return run_to_end(iter_train(cfg), callback)

@@ -26,8 +26,8 @@ from typing import Callable
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import difference_of_gaussians
 from scipy.special import erf
+from skimage.filters import difference_of_gaussians
 
 from ..camera import Camera
 from ..errors import InputError

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.localizations import Localizations
 from ..io.stream import close_frames, open_frames
+from ..progress import run_to_end
 from .batching import DEFAULT_BATCH_SIZE
 from .models import resolve_model
 from .options import PredictOptions
@@ -109,15 +110,8 @@ def predict_on_cluster(
     client, owned = _client(scheduler)
     try:
         chunks = _in_order(client, str(path), job, ranges, max_in_flight)
-        gen = collect(chunks, start=0, stop=n_frames, pool=pool, sink=sink)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                emit, _ = stop.value
-                break
-            if progress is not None:
-                progress(event.frames_done, event.frames_total)
+        on_event = None if progress is None else (lambda e: progress(e.frames_done, e.frames_total))
+        emit, _ = run_to_end(collect(chunks, start=0, stop=n_frames, pool=pool, sink=sink), on_event)
     finally:
         if owned:
             client.close()

@@ -32,6 +32,7 @@ from ..io.frames import frame_geometry, read_chunk
 from ..io.localizations import Localizations
 from ..model.checkpoint import EmitterModel, load_checkpoint
 from ..model.runtime import resolve_device, runner_for
+from ..progress import run_to_end
 from . import classical
 from .batching import default_batch_pixels, default_batch_size, pass_sizes
 from .detect import detections, in_untiled_order, tile_detections
@@ -441,11 +442,5 @@ def iter_predict(
 
 def predict(frames, model=None, camera=None, *, progress: Callable[[int, int], None] | None = None, **kwargs):
     """Run :func:`iter_predict` to the end; ``progress(frames_done, frames_total)`` if given."""
-    gen = iter_predict(frames, model, camera, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event.frames_done, event.frames_total)
+    on_event = None if progress is None else (lambda event: progress(event.frames_done, event.frames_total))
+    return run_to_end(iter_predict(frames, model, camera, **kwargs), on_event)

@@ -34,7 +34,7 @@ from .predict_job import (
     run_prediction,
 )
 from .session import SESSION, disconnect_when_destroyed
-from .worker_panel import WorkerPanel
+from .worker_panel import PanelWidget, WorkerPanel
 
 if TYPE_CHECKING:
     import napari
@@ -46,7 +46,7 @@ CHECKPOINT_FILE = "checkpoint file"
 TITLE = "Predict emitters"
 
 
-class PredictWidget(QWidget):
+class PredictWidget(PanelWidget):
     """Find emitters in an image layer with the bundled, a just-trained, or a saved model."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None) -> None:
@@ -144,14 +144,6 @@ class PredictWidget(QWidget):
         disconnect_when_destroyed(self, SESSION.models_changed, self._reset_model_choices)
         self._reset_layer_choices()
         self._sync_to_layer()  # the data may have been opened before the widget
-
-    @property
-    def running(self) -> bool:
-        return self.panel.running
-
-    @property
-    def worker(self):
-        return self.panel.worker
 
     # --- choices ---------------------------------------------------------------------------
     def _image_choices(self, _widget=None):

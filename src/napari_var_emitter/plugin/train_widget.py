@@ -23,7 +23,7 @@ from ..errors import InputError, VarEmitterError
 from ..localize.options import DEVICES
 from .forms import CameraForm
 from .session import SESSION, disconnect_when_destroyed
-from .worker_panel import WorkerPanel, relay_errors
+from .worker_panel import PanelWidget, WorkerPanel, relay_errors
 
 if TYPE_CHECKING:
     import napari
@@ -121,7 +121,7 @@ def run_training(cfg):
     return last
 
 
-class TrainWidget(QWidget):
+class TrainWidget(PanelWidget):
     """Train (or fine-tune) a model on simulated movies for the camera and PSF you set."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None) -> None:
@@ -182,14 +182,6 @@ class TrainWidget(QWidget):
         SESSION.camera_changed.connect(self.set_camera)
         # the session outlives this widget: drop the connection with the Qt object
         disconnect_when_destroyed(self, SESSION.camera_changed, self.set_camera)
-
-    @property
-    def running(self) -> bool:
-        return self.panel.running
-
-    @property
-    def worker(self):
-        return self.panel.worker
 
     # --- settings ------------------------------------------------------------------------------
     def set_camera(self, camera: Camera) -> None:

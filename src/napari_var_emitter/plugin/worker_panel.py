@@ -135,3 +135,17 @@ class WorkerPanel(QWidget):
         self.cancel_button.setEnabled(False)
         if self._on_finished is not None:
             self._on_finished()
+
+
+class PanelWidget(QWidget):
+    """A dock widget whose job runs in its :class:`WorkerPanel` (``self.panel``)."""
+
+    panel: WorkerPanel
+
+    @property
+    def running(self) -> bool:
+        return self.panel.running
+
+    @property
+    def worker(self):
+        return self.panel.worker

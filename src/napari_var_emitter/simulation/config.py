@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..camera import Camera
+from ..config_dicts import from_dict
 from ..errors import InputError
 from ..io.atomic import write_text
 from ..io.localizations import Localizations
@@ -94,14 +95,7 @@ class SimulationConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SimulationConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise InputError(f"unknown simulation parameter(s): {', '.join(sorted(unknown))}")
-        values = dict(values)
-        if isinstance(values.get("camera"), dict):
-            values["camera"] = Camera.from_dict(values["camera"])
-        return cls(**values)
+        return from_dict(cls, values, "simulation parameter")
 
     def save(self, path: str | Path) -> None:
         write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")  # atomic
