@@ -77,11 +77,11 @@ def test_the_script_prints_a_table_from_fresh_processes(work, tmp_path):
     assert all(r["frames_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in data)
 
 
-def test_bars_are_reported_when_measured():
+def test_the_summary_gives_the_ratios_when_measured():
     def row(method, size, frames, fps, rss=500.0):
         return dict(method=method, size=size, frames=frames, frames_per_s=fps, peak_rss_mb=rss)
 
-    lines = bench_speed._bar_lines(
+    lines = bench_speed._summary_lines(
         [
             row("var", "64x64", 100, 300.0),
             row("picasso", "64x64", 100, 150.0),

@@ -1,4 +1,4 @@
-"""classical.localize: exact recovery without noise, and the accuracy bar on a seeded simulation."""
+"""classical.localize: exact recovery without noise, and its accuracy on a seeded simulation."""
 
 import math
 
@@ -80,7 +80,7 @@ def _match(locs, truth, radius_px):
     return np.concatenate(ti), np.concatenate(pi)
 
 
-def test_sparse_accuracy_bar(sparse_movie):
+def test_sparse_accuracy(sparse_movie):
     movie = sparse_movie
     camera = movie.config.camera
     px = camera.pixel_size_nm
@@ -106,7 +106,7 @@ def test_sparse_accuracy_bar(sparse_movie):
     assert sel.sum() > 150
     t, p = ti[sel], pi[sel]
     dx, dy = (locs.x[p] - truth.x[t]) * px, (locs.y[p] - truth.y[t]) * px
-    # CONVENTIONS section 4 bound per axis, detected photons (qe), F = 2 (EMCCD).
+    # docs/CONVENTIONS.md, section 4 bound per axis, detected photons (qe), F = 2 (EMCCD).
     s, n, b = truth.sigma[t] * px, camera.qe * truth.photons[t], camera.qe * truth.background[t]
     sa2 = s**2 + px**2 / 12
     var = 2.0 * sa2 / n * (16 / 9 + 8 * np.pi * sa2 * b / (n * px**2))

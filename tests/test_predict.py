@@ -162,8 +162,8 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
     photons; the fit of the same pixels removes that pull and reaches the Cramer-Rao bound on
     isolated emitters. (The bundled "window-3" model also sees frames t-1 and t+1, so on persistent
     emitters its own positions can beat a fit of frame t alone; there the refinement is for the
-    pixel-grid bias, see training/RESULTS.md.) Measured with the one-frame model of the eighth
-    session: RMSE 22.7 -> 20.6 nm, RMSE/CRLB 1.08 -> 1.00, sub-pixel max/min 2.5 -> 1.7."""
+    pixel-grid bias.) Measured with the bundled one-frame model: RMSE 22.7 -> 20.6 nm, RMSE/CRLB
+    1.08 -> 1.00, sub-pixel max/min 2.5 -> 1.7."""
     from napari_var_emitter.analysis.metrics import evaluate, subpixel_flatness
     from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 

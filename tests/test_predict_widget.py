@@ -17,8 +17,7 @@ PLUGIN = "napari-var-emitter"
 SAMPLE = "Simulated SMLM movie"
 TIMEOUT_MS = 180_000
 # The bundled models find the sample's emitters with JI 87.8 (one frame) and 87.7 (3 frames)
-# (measured 2026-11-27 with `pytest tests/test_predict_widget.py -k bundled -s`; the previous
-# one-frame model: 86.1); the bound leaves a few points of margin.
+# (`pytest tests/test_predict_widget.py -k bundled -s`); the bound leaves a few points of margin.
 MIN_SAMPLE_JACCARD = 80.0
 
 
@@ -153,7 +152,7 @@ def test_maps_points_and_render_geometry(make_napari_viewer, qtbot, random_check
         f = 64 / size
         assert layer.data.shape == (4, size, size)
         np.testing.assert_allclose(layer.scale, [1.0, 2.0 * f, 2.0 * f])
-        # CONVENTIONS section 1: translate = t + s * (f - 1) / 2; frames start at the range's first
+        # docs/CONVENTIONS.md, section 1: translate = t + s * (f - 1) / 2; frames start at the range's first
         np.testing.assert_allclose(layer.translate, [2.0, 10.0 + (f - 1), -4.0 + (f - 1)])
         assert np.all((layer.data >= 0) & (layer.data <= 1))
 
@@ -194,7 +193,7 @@ def test_rerun_replaces_layers_and_super_resolution_map(make_napari_viewer, qtbo
     ]
     fine = viewer.layers[f"{SAMPLE} probability 128x128"]
     assert fine.data.shape == (2, 128, 128)
-    np.testing.assert_allclose(fine.scale[1:], [0.5, 0.5])  # CONVENTIONS: 2x -> scale 0.5,
+    np.testing.assert_allclose(fine.scale[1:], [0.5, 0.5])  # docs/CONVENTIONS.md: 2x -> scale 0.5,
     np.testing.assert_allclose(fine.translate[1:], [-0.25, -0.25])  # translate -0.25
 
 

@@ -1,4 +1,4 @@
-"""Reader and writer contributions: Points <-> ThunderSTORM CSV (CONVENTIONS sections 1 and 3)."""
+"""Reader and writer contributions: Points <-> ThunderSTORM CSV (docs/CONVENTIONS.md, sections 1 and 3)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""render.render_gaussians: mass, geometry (CONVENTIONS section 1) and the napari placement it implies."""
+"""render.render_gaussians: mass, geometry (docs/CONVENTIONS.md, section 1) and its napari placement."""
 
 import numpy as np
 import pytest

@@ -93,7 +93,7 @@ def test_csv_round_trip(locs, px):
         _same(getattr(back, name), getattr(locs, name))
     rows = [line.split(",") for line in text.splitlines()[1:]]
     x_nm = np.array([float(r[2]) for r in rows]).reshape(-1)
-    _same(x_nm, (locs.x + 0.5) * px)  # the file holds exactly the nm of CONVENTIONS section 1
+    _same(x_nm, (locs.x + 0.5) * px)  # the file holds exactly the nm of docs/CONVENTIONS.md, section 1
     for name, shift in (("x", 0.5), ("y", 0.5), ("sigma", 0.0), ("uncertainty", 0.0)):
         ours, theirs = getattr(locs, name), getattr(back, name)
         finite = np.isfinite(ours)

@@ -87,7 +87,7 @@ def test_noise_free_centroid_is_the_truth_position(x, y, tmp_path):
     image = _render_one(x, y, photons=5000.0, sigma=1.2, height=28, width=26)
     cx, cy = _centroid(image.numpy())
     assert abs(cx - x) < 0.01 and abs(cy - y) < 0.01
-    # ... and the CSV carries it in nm from the top-left image corner (CONVENTIONS section 1).
+    # ... and the CSV carries it in nm from the top-left image corner (docs/CONVENTIONS.md, section 1).
     px = 160.0
     one = Localizations(
         frame=[0],

@@ -215,8 +215,8 @@ def test_bundled_model_finds_seam_emitters_as_often_as_the_whole_frame_does(bund
     # (the post-processing keeps a neighbour above 0.6): the tiles must add no duplicate and lose none.
     # Tiles of the training frames' size with the default margin (64 / 16: the same cores as 48 / 8 on
     # 96 px). With 48 px tiles and 8 px margins, less context than the model was trained with, the
-    # lean one-frame model (eighth session) adds two detections of ~260 photons 4-6 px from bright
-    # emitters, inside tile cores: a context effect of the model, not of the seams (training/RESULTS.md).
+    # bundled one-frame model adds two detections of ~260 photons 4-6 px from bright emitters, inside
+    # tile cores: a context effect of the model, not of the seams.
     frames, xs, ys, ts = _seam_movie(offsets=(-0.3, -0.2, 0.2, 0.3))
     tiled = predict(frames, bundled, device="cpu", tile_size=64, tile_margin=16).localizations
     untiled = predict(frames, bundled, device="cpu", tile_size=None).localizations

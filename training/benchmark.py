@@ -5,7 +5,7 @@ python training/benchmark.py [--frames 100] [--methods classical,picasso,var] [-
                              [--var-model auto|bundled|M] [--precision auto|fp32|bf16] [--compile]
                              [--batch-size N]
 
-Sets (all 64 x 64 px of 100 nm, the default EMCCD camera of CONVENTIONS section 2, Gaussian PSF of
+Sets (all 64 x 64 px of 100 nm, the default EMCCD camera of docs/CONVENTIONS.md, section 2, Gaussian PSF of
 sigma 120 nm (FWHM 283 nm), uniform emitters, background 50-100 photons per pixel, blinking as in
 simulate.py):
 

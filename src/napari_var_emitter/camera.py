@@ -1,4 +1,4 @@
-"""Camera model (CONVENTIONS section 2): ADU <-> photons, and the noise model's constants."""
+"""Camera model (docs/CONVENTIONS.md, section 2): ADU <-> photons, and the noise model's constants."""
 
 from __future__ import annotations
 

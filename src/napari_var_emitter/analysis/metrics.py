@@ -1,4 +1,4 @@
-"""Localization metrics of the SMLM challenge 2016 (Sage et al. 2019), CONVENTIONS section 4.
+"""Localization metrics of the SMLM challenge 2016 (Sage et al. 2019), docs/CONVENTIONS.md, section 4.
 
 Positions come in as :class:`~napari_var_emitter.localizations.Localizations` (pixels, 0-based
 frames); distances, RMSE and biases are reported in nm (``pixel_size_nm`` per pixel). JI, recall

@@ -4,7 +4,7 @@ Each localization is drawn as a 2-D Gaussian of its lateral uncertainty on a gri
 times finer than the camera pixels, normalised so that one localization adds 1 to the image's
 sum (the image is a localization density per fine pixel).
 
-Geometry (CONVENTIONS section 1): fine pixel ``k`` along an axis has its centre at camera-pixel
+Geometry (docs/CONVENTIONS.md, section 1): fine pixel ``k`` along an axis has its centre at camera-pixel
 coordinate ``(k + 0.5) / factor - 0.5``, so the image is a map with ``f = 1 / factor`` and goes
 into napari with ``scale = s / factor``, ``translate = t + s * (1 / factor - 1) / 2``.
 """

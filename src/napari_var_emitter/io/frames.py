@@ -1,4 +1,4 @@
-"""Frames on disk and in memory: read TIFF stacks, validate arrays (CONVENTIONS section 5).
+"""Frames on disk and in memory: read TIFF stacks, validate arrays (docs/CONVENTIONS.md, section 5).
 
 ``read_frames`` returns the stack as ``(T, Y, X)`` in its stored dtype, memory-mapped when the
 file allows it (uncompressed, contiguous); ``as_frames`` validates any array-like and returns a

@@ -1,4 +1,4 @@
-"""The localization table and its files (CONVENTIONS sections 1 and 3).
+"""The localization table and its files (docs/CONVENTIONS.md, sections 1 and 3).
 
 In memory, positions are in *pixels* with the napari convention (the centre of pixel
 (y, x) is (y, x)) and frames are 0-based. On disk:

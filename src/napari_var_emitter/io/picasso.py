@@ -8,7 +8,7 @@ list of mappings with at least ``Frames``, ``Height``, ``Width`` and ``Pixelsize
 Coordinates. Picasso's ``x``, ``y`` are camera pixels, and the centre of pixel (row i, column j)
 is (y, x) = (i, j): its spots are cut around integer pixel indices and its Gaussian fits integrate
 pixel j over [j - 0.5, j + 0.5] (``picasso.gausslq``, ``picasso.gaussmle``). That is our pixel
-convention (CONVENTIONS section 1), so the mapping is the identity::
+convention (docs/CONVENTIONS.md, section 1), so the mapping is the identity::
 
     x_picasso = x,  y_picasso = y                     (pixels; x_nm = (x + 0.5) * Pixelsize)
     frame_picasso = frame                             (0-based in both)

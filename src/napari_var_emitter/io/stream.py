@@ -5,7 +5,7 @@
   touched resident), else page by page (compressed or scattered one-page-per-frame files,
   :class:`TiffPageStack`); only a file that is neither is read whole (by :func:`.io.read_frames`,
   within its size limit).
-- :func:`csv_stream` writes the ThunderSTORM CSV of CONVENTIONS section 3 chunk by chunk, to a
+- :func:`csv_stream` writes the ThunderSTORM CSV of docs/CONVENTIONS.md, section 3 chunk by chunk, to a
   temporary file beside the target that replaces it only when the run finishes: an interrupted
   run never leaves a partial table at the target's name.
 

@@ -65,7 +65,7 @@ def read_localizations(
 ) -> tuple[Localizations, dict]:
     """Read a ThunderSTORM CSV or a Picasso HDF5 file; return the table and what the file tells.
 
-    ``pixel_size_nm`` converts a CSV's nm to pixels (default 100 nm, CONVENTIONS section 2); a
+    ``pixel_size_nm`` converts a CSV's nm to pixels (default 100 nm, docs/CONVENTIONS.md, section 2); a
     Picasso file stores pixels and its own pixel size (its ``Pixelsize``, else ``pixel_size_nm``).
     The dict holds ``format`` ("csv" or "picasso"), ``pixel_size_nm`` and, when the file says,
     ``frame_shape`` (height, width) and ``n_frames``. Raises a :class:`TableFormatError` subclass.

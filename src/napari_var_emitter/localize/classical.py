@@ -2,7 +2,7 @@
 
 Picasso / ThunderSTORM style, vectorised over all spots of a chunk of frames:
 
-1. ADU -> photons with the :class:`Camera` (CONVENTIONS section 2).
+1. ADU -> photons with the :class:`Camera` (docs/CONVENTIONS.md, section 2).
 2. Band-pass (difference of Gaussians: a matched Gaussian of the PSF's width minus a wide one for
    the background); local maxima in a 3x3 (or wider) window above ``threshold`` times the robust
    noise (1.4826 * MAD) of the filtered frame.
@@ -12,7 +12,7 @@ Picasso / ThunderSTORM style, vectorised over all spots of a chunk of frames:
    detected electrons divided by the excess-noise factor F (2 for EMCCD: the standard trick that
    makes the amplified counts Poisson-like), with the read noise added as a Poisson offset
    (Huang et al. 2013), and the fitted photons and background are scaled back.
-4. Uncertainty from the Mortensen formula of CONVENTIONS section 4 with the fitted values; fits that
+4. Uncertainty from the Mortensen formula of docs/CONVENTIONS.md, section 4 with the fitted values; fits that
    leave the box, have a sigma out of range or are not finite are discarded, as are duplicates.
 
 numpy/scipy rather than torch: the work is many small array operations, which torch's intra-op
@@ -267,7 +267,8 @@ def fit_spots(
 
 
 def mortensen_sigma(sigma_px, photons, background, excess_noise: float, pixel: float = 1.0):
-    """CONVENTIONS section 4: lateral localization uncertainty (1 sigma) in the units of ``sigma``."""
+    """Lateral localization uncertainty (1 sigma) in the units of ``sigma`` (docs/CONVENTIONS.md,
+    section 4)."""
     sa2 = sigma_px**2 + pixel**2 / 12.0
     var = (
         excess_noise * sa2 / photons * (16.0 / 9.0 + 8.0 * math.pi * sa2 * background / (photons * pixel**2))

@@ -41,8 +41,8 @@ MAX_SHIFT = 0.5  # px
 # worst-set deviation of the calibration ratio from 1, over both bundled models as predict runs them
 # (the 3-frame one with pooling.py): (0.4, 8.0) gave 0.98 / 1.11 / 0.95 / 1.16 and 0.95 / 1.01 /
 # 0.88 / 1.00 (3-frame, then one-frame; LD-high / LD-low / HD-high / HD-low); (0.5, 6.5), tied on the
-# worst set, deviates more on average; the fourth session's (0.5, 4.0), chosen without pooling, gave
-# the pooled 3-frame model 1.25 on HD-low (training/RESULTS.md).
+# worst set, deviates more on average; (0.5, 4.0), best without pooling, gives the pooled 3-frame
+# model 1.25 on HD-low.
 SHARE_ALONE, SHARE_CROWDED = 0.4, 8.0
 MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0: fit every emitter)
 # Fit confirmation (see ``confirmed``): candidates from CONFIRM_FLOOR up to the detection threshold

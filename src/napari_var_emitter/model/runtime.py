@@ -9,8 +9,8 @@ bfloat16 is a bfloat16 copy of the network (the caller's network is left as it i
 autocast runs the channel norms in float32 and mixes dtypes in the AdaLN modulations, and the
 conversions back and forth cost more than the convolutions on a CPU. In that copy the MLPs' tanh
 GELU becomes the exact GELU (at most 5e-4 apart, below bfloat16's resolution for activations
-above 0.1; ~2x faster on this CPU). Measured on 64 x 64 frames, 2 threads, network alone: fp32
-139, bf16 autocast 183, this 243 frames/s (training/RESULTS.md).
+above 0.1; ~2x faster on a CPU). Measured on 64 x 64 frames, 2 threads of an AVX-512 BF16 CPU,
+network alone: fp32 139, bf16 autocast 183, this 243 frames/s.
 
 On Linux (glibc) the runner also keeps freed memory in the process (:func:`keep_freed_memory`):
 glibc returns every large tensor's memory to the system when it is freed, so the next one of the
@@ -181,7 +181,7 @@ def _weights_state(net: nn.Module) -> tuple:
 def runner_for(net: TrueVAREmitterPredictor, device: torch.device, **options) -> InferenceRunner:
     """An :class:`InferenceRunner` for ``net`` (``options``: its keyword arguments); one that runs a
     bfloat16 copy is made once and reused while the net's weights stay the same (the copy costs
-    ~30 ms, 7 % of a 100-frame run on this CPU). Runners of ``net`` itself are cheap and not kept
+    ~30 ms on a 2-core CPU, 7 % of a 100-frame run). Runners of ``net`` itself are cheap and not kept
     (they would keep ``net`` alive)."""
     key = (str(device), tuple(sorted(options.items())))
     cached = _runners.setdefault(net, {})

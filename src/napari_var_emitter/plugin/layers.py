@@ -3,7 +3,7 @@
 No Qt here and no napari import: the functions return plain tuples, and :func:`add_or_replace`
 only uses the public ``viewer.layers`` API of the viewer it is given.
 
-Geometry (CONVENTIONS section 1): a map with factor ``f = input_size / map_size`` per axis goes
+Geometry (docs/CONVENTIONS.md, section 1): a map with factor ``f = input_size / map_size`` per axis goes
 into napari with ``scale = s * f`` and ``translate = t + s * (f - 1) / 2``, where ``s`` and ``t``
 are the input layer's own scale and translate. Points keep the input layer's scale/translate, since
 their coordinates are the input's pixel coordinates.

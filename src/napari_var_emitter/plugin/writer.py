@@ -1,6 +1,6 @@
 """napari writer: a Points layer as a localization table.
 
-``.csv``: ThunderSTORM CSV (CONVENTIONS section 3: nm, 1-based frames). ``.hdf5``/``.h5``: Picasso's
+``.csv``: ThunderSTORM CSV (docs/CONVENTIONS.md, section 3: nm, 1-based frames). ``.hdf5``/``.h5``: Picasso's
 HDF5 + YAML (pixels, 0-based frames; see :mod:`.picasso_io`). Another suffix becomes ``.csv``.
 """
 

@@ -99,8 +99,9 @@ def apply_camera(
 ) -> torch.Tensor:
     """Noisy ADU frames (float32, whole numbers in [0, 65535]) from expected photons (background included).
 
-    CONVENTIONS section 2: Poisson(qe * photons) electrons; Gamma(electrons, em_gain) EM amplification
-    when em_gain > 1; + Normal(0, read_noise_e); / e_per_adu + baseline; rounded and clipped to uint16.
+    As docs/CONVENTIONS.md, section 2: Poisson(qe * photons) electrons; Gamma(electrons, em_gain) EM
+    amplification when em_gain > 1; + Normal(0, read_noise_e); / e_per_adu + baseline; rounded and
+    clipped to uint16.
     """
     rate = (camera.qe * expected_photons.float()).clamp_min(0.0)
     electrons = torch.poisson(rate, generator=generator)

@@ -3,12 +3,13 @@
 Everything is vectorised over emitters and frames, so it runs on any torch device and is fast
 enough to generate training data on the fly (see ``training/bench_simulator.py``).
 
-Conventions (CONVENTIONS sections 1 and 2):
+Conventions (docs/CONVENTIONS.md, sections 1 and 2):
 
 * positions are in pixels, napari convention: the centre of pixel ``[row, col]`` is ``(y, x) = (row, col)``,
   so pixel ``col`` covers ``x`` in ``[col - 0.5, col + 0.5)``;
 * frames are 0-based in memory; ``write_movie`` writes the 1-based, nm ThunderSTORM CSV;
-* the camera turns expected photons into ADU exactly as CONVENTIONS section 2 says (``apply_camera``).
+* the camera turns expected photons into ADU exactly as docs/CONVENTIONS.md, section 2 says
+  (``apply_camera``).
 
 Blinking is DECODE-style: each emitter is ON for one continuous interval whose length is exponential
 with mean ``mean_on_frames``; in a frame that is only partly covered it emits the matching fraction of
