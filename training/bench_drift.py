@@ -4,13 +4,14 @@ python training/bench_drift.py [--locs 122535] [--frames 20000] [--seed 0] [--fi
 
 The table (``napari_var_emitter.simulation.tables``): blinking emitters on 6 curved filaments in a
 10 um field, about 4 localizations per emitter in random frames, 2% uniform background, 100 nm
-camera pixels. Drift: x linear plus periodic (152 nm peak to peak), y quadratic (100 nm). Printed, as a Markdown table:
+camera pixels. Drift: x linear plus periodic (152 nm peak to peak), y quadratic (100 nm). Printed,
+as a Markdown table:
 
-- RCC (:func:`napari_var_emitter.drift.estimate_drift`, defaults) on the tables with 10 and 30 nm noise:
+- RCC (:func:`napari_var_emitter.analysis.drift.estimate_drift`, defaults) on the tables with 10 and 30 nm noise:
   the drift left after correction (RMS over rows of true minus estimated drift, its constant
   offset removed; x, y and both), the largest error at any frame, and the run time (estimate
   and apply). The same for fiducial tracking on the table with ``--fiducials`` beads added.
-- FRC (:func:`napari_var_emitter.frc.frc`, defaults) for 10 and 30 nm noise: without drift,
+- FRC (:func:`napari_var_emitter.analysis.frc.frc`, defaults) for 10 and 30 nm noise: without drift,
   with the drift left in, and after RCC correction.
 """
 
