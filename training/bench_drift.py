@@ -7,7 +7,7 @@ The table (``napari_var_emitter.simulation.tables``): blinking emitters on 6 cur
 camera pixels. Drift: x linear plus periodic (152 nm peak to peak), y quadratic (100 nm). Printed,
 as a Markdown table:
 
-- RCC (:func:`napari_var_emitter.analysis.drift.estimate_drift`, defaults) on the tables with 10 and 30 nm noise:
+- RCC (:func:`napari_var_emitter.analysis.drift.estimate_drift`, defaults), 10 and 30 nm noise:
   the drift left after correction (RMS over rows of true minus estimated drift, its constant
   offset removed; x, y and both), the largest error at any frame, and the run time (estimate
   and apply). The same for fiducial tracking on the table with ``--fiducials`` beads added.
