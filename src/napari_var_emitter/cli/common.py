@@ -27,6 +27,16 @@ def add_camera_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=float, default=getattr(d, name), help=CAMERA_HELP[name])
 
 
+def add_table_pixel_size(parser: argparse.ArgumentParser) -> None:
+    """``--pixel-size-nm`` of a table read from CSV (in nm); Picasso files carry their own."""
+    parser.add_argument(
+        "--pixel-size-nm",
+        type=float,
+        default=100.0,
+        help="pixel size [nm] that converts a CSV table's nm to pixels (Picasso files carry theirs)",
+    )
+
+
 def camera_from(args: argparse.Namespace) -> Camera:
     return Camera(**{name: getattr(args, name) for name in CAMERA_FIELDS})
 

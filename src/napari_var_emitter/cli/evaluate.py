@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
+from .common import add_table_pixel_size
 
 
 def add(sub) -> None:
     p = sub.add_parser("evaluate", help="compare localizations with a ground truth (SMLM challenge metrics)")
-    p.add_argument("truth", metavar="TRUTH.csv")
-    p.add_argument("locs", metavar="LOCS.csv")
-    p.add_argument("--pixel-size-nm", type=float, default=100.0)
+    p.add_argument("truth", metavar="TRUTH.csv", help="the true emitters: ThunderSTORM CSV or Picasso HDF5")
+    p.add_argument("locs", metavar="LOCS.csv", help="the localizations: ThunderSTORM CSV or Picasso HDF5")
+    add_table_pixel_size(p)
     p.add_argument("--tolerance-nm", type=float, default=250.0, help="matching radius [nm]")
     p.add_argument("--match", choices=("hungarian", "greedy"), default="hungarian")
     p.set_defaults(run=run)
