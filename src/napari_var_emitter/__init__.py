@@ -13,7 +13,7 @@ from .errors import (
 )
 from .io.localizations import Localizations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "Camera",
     "Localizations",
