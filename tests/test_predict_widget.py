@@ -165,7 +165,7 @@ def test_maps_points_and_render_geometry(make_napari_viewer, qtbot, random_check
     np.testing.assert_allclose(points.scale, movie.scale)
     np.testing.assert_allclose(points.translate, movie.translate)
     assert points.data.shape[1] == 3
-    for column in ("probability", "photons", "background", "uncertainty", "frame"):
+    for column in ("probability", "photons", "background", "uncertainty_nm", "sigma_nm", "frame"):
         assert column in points.features.columns
     if len(points.data):
         assert set(np.unique(points.data[:, 0])) <= {2.0, 3.0, 4.0, 5.0}
@@ -376,3 +376,65 @@ def test_the_large_frame_option_reaches_the_prediction(make_napari_viewer, qtbot
         _predict(qtbot, widget)
         assert len(viewer.layers[f"{SAMPLE} emitters"].data) > 0
     assert seen == [True, False]
+
+
+def test_results_show_the_movie_rings_and_a_summary_in_a_fixed_order(make_napari_viewer, qtbot, tmp_path):
+    viewer, widget = _open_data_first(make_napari_viewer)
+    widget.last_frame.value = 9
+    _predict(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    maps = [f"{SAMPLE} probability {n}" for n in ("8x8", "16x16", "32x32", "64x64")]
+    expected = [SAMPLE, *maps, f"{SAMPLE} super-resolution", f"{SAMPLE} emitters"]
+    assert names[: len(expected)] == expected  # bottom to top; the truth stays above
+    assert viewer.layers[SAMPLE].visible
+    assert [viewer.layers[n].visible for n in maps] == [False, False, False, True]  # the finest shows
+    assert all(viewer.layers[n].blending == "additive" for n in maps)
+    assert not viewer.layers[f"{SAMPLE} super-resolution"].visible  # it would cover the movie
+    points = viewer.layers[f"{SAMPLE} emitters"]
+    assert set(points.symbol) == {"ring"} and points.size.min() > 3  # hollow, about the spot's size
+    # user-facing lengths in nm, as in the exported table
+    widget.export_csv(tmp_path / "locs.csv")
+    exported = read_csv(tmp_path / "locs.csv", 100.0)
+    np.testing.assert_allclose(points.features["uncertainty_nm"], exported.uncertainty * 100.0)
+    report = (tmp_path / "locs.summary.md").read_text()
+    assert "per frame" in report and "camera (from the layer's metadata)" in report
+    # the results panel
+    assert not widget.results.isHidden()
+    text = widget.results.text.text()
+    assert "10 frame(s)" in text and "per um^2" in text and "precision: median" in text
+    assert len(widget.results.per_frame.values) == 10
+    # a 2x run after the user moved layers around: the same order again
+    viewer.layers.move(viewer.layers.index(f"{SAMPLE} emitters"), 0)
+    widget.sr_factor.value = 2
+    widget.scales.value = ["8x8", "128x128"]
+    _predict(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    fine = [f"{SAMPLE} probability 8x8", f"{SAMPLE} probability 128x128"]
+    assert names[:5] == [SAMPLE, *fine, f"{SAMPLE} super-resolution", f"{SAMPLE} emitters"]
+
+
+def test_long_stacks_show_no_maps_by_default_and_too_many_are_refused(
+    make_napari_viewer, error_notifications
+):
+    import dask.array as da
+
+    viewer, widget = _open(make_napari_viewer, sample=False)
+    viewer.add_image(da.zeros((100_000, 512, 512), np.uint16, chunks=(1, 512, 512)), name="long")
+    assert widget.scales.choices == ["64x64", "128x128", "256x256", "512x512"] and widget.scales.value == []
+    assert widget.memory.value == "no maps: localizations only"
+    widget.scales.value = ["512x512"]
+    assert widget.memory.value.startswith("maps: 97.7 GB (too much")  # 100,000 x 512 x 512 float32
+    widget.run_button.click()
+    assert not widget.running
+    assert any("would take 97.7 GB" in m for m in error_notifications.messages())
+    assert widget.status.text().startswith("not started: the maps chosen would take")
+
+
+def test_both_docks_fit_a_1080p_screen(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "simulated_smlm_movie")
+    _, predict = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict emitters")
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train model")
+    # the forms scroll: what each dock asks for leaves room for the other and napari's own panels
+    assert predict.sizeHint().height() + train.sizeHint().height() < 1080 - 200
+    assert max(predict.minimumSizeHint().height(), train.minimumSizeHint().height()) < 400

@@ -27,8 +27,8 @@ def _points_layer(viewer):
         "photons": rng.uniform(500, 5000, n),
         "background": rng.uniform(20, 80, n),
         "bkgstd": rng.uniform(3, 9, n),
-        "sigma": rng.uniform(1.0, 1.5, n),
-        "uncertainty": rng.uniform(0.05, 0.3, n),
+        "sigma_nm": rng.uniform(100.0, 150.0, n),
+        "uncertainty_nm": rng.uniform(5.0, 30.0, n),
         "probability": rng.uniform(0.5, 1, n),
         "grid_factor": np.full(n, 2.0),
     }

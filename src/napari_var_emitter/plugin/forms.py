@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import Container, FloatSpinBox
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 from ..camera import CAMERA_FIELDS, Camera
 from ..errors import VarEmitterError
@@ -78,3 +79,53 @@ class CameraForm(Container):
         for name, value in values.items():
             if name in self.fields:
                 self.fields[name].value = float(value)
+
+
+class LevelChooser(Container):
+    """A row of check boxes, one per map level ("8x8", "16x16", ...): ``choices`` are the levels
+    offered, ``value`` the ones ticked. ``changed`` fires when a box is ticked or the choices change."""
+
+    def __init__(self, label: str = "maps to show") -> None:
+        super().__init__(layout="horizontal", label=label, labels=False)
+        self.margins = (0, 0, 0, 0)
+        self._boxes: dict[str, CheckBox] = {}
+        self._empty = Label(value="none")
+        self.append(self._empty)
+
+    @property
+    def choices(self) -> list[str]:
+        return list(self._boxes)
+
+    @choices.setter
+    def choices(self, names) -> None:
+        names = list(names)
+        if names == self.choices:
+            return
+        self.clear()
+        self._boxes = {name: CheckBox(text=name, value=False) for name in names}
+        for box in self._boxes.values():
+            self.append(box)  # a container relays its children's changes
+        if not names:
+            self._empty = Label(value="none")
+            self.append(self._empty)
+        self.changed.emit(self.value)
+
+    @property
+    def value(self) -> list[str]:
+        return [name for name, box in self._boxes.items() if box.value]
+
+    @value.setter
+    def value(self, names) -> None:
+        names = set(names)
+        for name, box in self._boxes.items():
+            box.value = name in names
+
+
+def scrolled(widget: QWidget) -> QScrollArea:
+    """``widget`` in a vertical scroll area: a dock that fits a small screen whatever it holds."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(widget)
+    area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    return area

@@ -20,10 +20,13 @@ from ..io.localizations import Localizations
 
 LayerDataTuple = tuple[Any, dict, str]
 
-# Features that Points layers carry, in Localizations units (pixels, 0-based frames, photons).
-FEATURE_COLUMNS = tuple(n for n in Localizations.column_names() if n not in ("x", "y"))
+# Features that Points layers carry: the table's columns (0-based frames, photons), lengths in nm as
+# their names say (a user reads them; the table in memory holds pixels).
+NM_FEATURES = {"sigma": "sigma_nm", "uncertainty": "uncertainty_nm"}
+FEATURE_COLUMNS = tuple(NM_FEATURES.get(n, n) for n in Localizations.column_names() if n not in ("x", "y"))
 DEFAULT_PIXEL_SIZE_NM = 100.0
 RENDER_FACTOR = 8
+RING_SIGMAS = 4.0  # an emitter's ring: this many PSF sigmas across (its spot lies inside)
 # Metadata key of every layer a prediction adds (its value: the input layer's name), so that the
 # plugin's own outputs (maps, render) are never offered as camera frames to predict on.
 OUTPUT_OF = "napari_var_emitter_output_of"
@@ -63,8 +66,11 @@ def _yx(values: Sequence[float]) -> list[float]:
 
 
 # --- localizations <-> points -------------------------------------------------------------
-def locs_to_points(locs: Localizations, ndim: int = 3) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Points data ``(N, 3)`` as (t, y, x) (or ``(N, 2)`` as (y, x)) and the feature columns."""
+def locs_to_points(
+    locs: Localizations, ndim: int = 3, pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Points data ``(N, 3)`` as (t, y, x) (or ``(N, 2)`` as (y, x)) and the feature columns
+    (:data:`FEATURE_COLUMNS`; ``sigma_nm`` and ``uncertainty_nm`` in nm)."""
     if ndim == 3:
         data = np.column_stack([locs.frame.astype(np.float64), locs.y, locs.x])
     elif ndim == 2:
@@ -72,15 +78,19 @@ def locs_to_points(locs: Localizations, ndim: int = 3) -> tuple[np.ndarray, dict
     else:
         raise ValueError(f"points must be 2-D (y, x) or 3-D (t, y, x), not {ndim}-D")
     data = data.reshape(len(locs), ndim)
-    features = {name: getattr(locs, name) for name in FEATURE_COLUMNS}
+    columns = [n for n in Localizations.column_names() if n not in ("x", "y")]
+    features = {NM_FEATURES.get(n, n): getattr(locs, n) for n in columns}
+    for column, feature in NM_FEATURES.items():
+        features[feature] = getattr(locs, column) * float(pixel_size_nm)
     return data, features
 
 
-def points_to_locs(data, features=None) -> Localizations:
+def points_to_locs(data, features=None, pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM) -> Localizations:
     """Inverse of :func:`locs_to_points`: positions from the data, the rest from the features.
 
     ``data`` is ``(N, 2)`` (y, x) or ``(N, D)`` with (t, y, x) in its last three columns; the frame is
-    the rounded t coordinate (or the ``frame`` feature for 2-D points, else 0). Missing features are NaN.
+    the rounded t coordinate (or the ``frame`` feature for 2-D points, else 0). ``sigma_nm`` and
+    ``uncertainty_nm`` become pixels of ``pixel_size_nm``. Missing features are NaN.
     """
     data = np.asarray(data, dtype=np.float64)
     if data.ndim != 2 or data.shape[1] < 2:
@@ -88,9 +98,12 @@ def points_to_locs(data, features=None) -> Localizations:
     n = len(data)
     columns: dict[str, np.ndarray] = {}
     if features is not None:
-        for name in FEATURE_COLUMNS:
-            if name in features:
-                columns[name] = np.asarray(features[name], dtype=np.float64).reshape(-1)
+        for name in Localizations.column_names():
+            feature = NM_FEATURES.get(name, name)
+            if feature in features:
+                columns[name] = np.asarray(features[feature], dtype=np.float64).reshape(-1)
+                if feature != name:
+                    columns[name] = columns[name] / float(pixel_size_nm)
     if data.shape[1] >= 3:
         columns["frame"] = np.round(data[:, -3])
     frame = columns.get("frame", np.zeros(n))
@@ -101,15 +114,11 @@ def points_to_locs(data, features=None) -> Localizations:
     return Localizations(**out)
 
 
-def points_kwargs(name: str, features: dict, **extra) -> dict:
-    """Layer keyword arguments shared by every Points layer we add: coloured by probability
-    when the layer has one, shown only in its own frame."""
-    kwargs = {
-        "name": name,
-        "features": features,
-        "size": 1.5,
-        "border_width": 0,
-    }
+def points_kwargs(name: str, features: dict, size: float = 4.8, **extra) -> dict:
+    """Layer keyword arguments shared by every Points layer we add: hollow rings of ``size`` pixels
+    across (the spot they mark stays visible), coloured by probability when the layer has one
+    (viridis, 0 to 1), shown only in their own frame."""
+    kwargs = {"name": name, "features": features, "size": size, "symbol": "ring", "border_width": 0}
     probability = np.asarray(features.get("probability", []), dtype=float)
     if len(probability) and np.isfinite(probability).any():
         kwargs.update(face_color="probability", face_colormap="viridis", face_contrast_limits=(0.0, 1.0))
@@ -117,6 +126,12 @@ def points_kwargs(name: str, features: dict, **extra) -> dict:
         kwargs.update(face_color="magenta")
     kwargs.update(extra)
     return kwargs
+
+
+def ring_size(locs: Localizations, default_sigma_px: float = 1.2) -> float:
+    """Ring diameter in pixels for these localizations: RING_SIGMAS of their PSF sigma."""
+    sigma = locs.sigma[np.isfinite(locs.sigma)] if len(locs) else np.zeros(0)
+    return RING_SIGMAS * float(np.median(sigma) if len(sigma) else default_sigma_px)
 
 
 # --- prediction results -> layers --------------------------------------------------------
@@ -128,8 +143,10 @@ def map_layer(
     *,
     ndim: int = 3,
     frame_start: int = 0,
+    visible: bool = True,
 ) -> LayerDataTuple:
-    """Image layer of one ``ProbabilityMap`` (``data`` (T, h, w), ``factor`` (fy, fx)).
+    """Image layer of one ``ProbabilityMap`` (``data`` (T, h, w), ``factor`` (fy, fx)), additive over
+    the movie so that both stay readable.
 
     For a 3-D input, the map's first axis is the predicted frames, starting at ``frame_start``.
     """
@@ -150,6 +167,7 @@ def map_layer(
         "contrast_limits": (0.0, 1.0),
         "blending": "additive",
         "opacity": 0.7,
+        "visible": visible,
         "metadata": {"factor": tuple(float(f) for f in pmap.factor), "level": pmap.level, OUTPUT_OF: source},
     }
     return data, kwargs, "image"
@@ -164,10 +182,11 @@ def points_layer(
     ndim: int = 3,
     pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM,
 ) -> LayerDataTuple:
-    data, features = locs_to_points(locs, ndim)
+    data, features = locs_to_points(locs, ndim, pixel_size_nm)
     kwargs = points_kwargs(
         points_layer_name(source),
         features,
+        size=ring_size(locs),
         scale=[float(v) for v in input_scale][-ndim:],
         translate=[float(v) for v in input_translate][-ndim:],
         metadata={"pixel_size_nm": float(pixel_size_nm), OUTPUT_OF: source},
@@ -184,7 +203,8 @@ def render_layer(
     *,
     factor: int = RENDER_FACTOR,
 ) -> LayerDataTuple:
-    """A 2-D super-resolution image of all localizations, ``factor`` times finer than the input."""
+    """A 2-D super-resolution image of all localizations, ``factor`` times finer than the input,
+    added hidden (it would cover the movie): one click shows it."""
     image = render_gaussians(locs, frame_shape, factor)
     scale, translate = map_geometry((1.0 / factor, 1.0 / factor), _yx(input_scale), _yx(input_translate))
     top = float(np.percentile(image[image > 0], 99.5)) if (image > 0).any() else 1.0
@@ -194,6 +214,7 @@ def render_layer(
         "translate": translate,
         "colormap": "inferno",
         "contrast_limits": (0.0, max(top, 1e-6)),
+        "visible": False,
         "metadata": {"render_factor": int(factor), OUTPUT_OF: source},
     }
     return image, kwargs, "image"
@@ -211,12 +232,20 @@ def result_layers(
     pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM,
     render_factor: int = RENDER_FACTOR,
 ) -> list[LayerDataTuple]:
-    """All layers of a ``PredictionResult``: its maps (coarse to fine), the render, the points."""
+    """All layers of a ``PredictionResult``, bottom to top: its maps (coarse to fine; the finest one
+    shown, the others ready to be), the render (hidden), the points."""
+    levels = sorted(result.maps)
     layers = [
         map_layer(
-            result.maps[level], source, input_scale, input_translate, ndim=ndim, frame_start=frame_start
+            result.maps[level],
+            source,
+            input_scale,
+            input_translate,
+            ndim=ndim,
+            frame_start=frame_start,
+            visible=level == levels[-1],
         )
-        for level in sorted(result.maps)
+        for level in levels
     ]
     if render_factor:
         layers.append(
@@ -233,6 +262,22 @@ def result_layers(
 
 
 # --- viewer -----------------------------------------------------------------------------
+def place_above(viewer, source: str, names: Sequence[str]) -> None:
+    """Put the layers ``names`` just above the layer ``source``, in this order (bottom to top):
+    the same order whatever was added, removed or moved before. Without ``source``, on top."""
+    present = [name for name in names if name in viewer.layers]
+    if source not in viewer.layers:
+        for name in present:  # each to the top, in order
+            viewer.layers.move(viewer.layers.index(name), len(viewer.layers))
+        return
+    anchor = source
+    for name in present:
+        current, after = viewer.layers.index(name), viewer.layers.index(anchor) + 1
+        if current != after:
+            viewer.layers.move(current, after)  # indices of the list before the move (napari)
+        anchor = name
+
+
 def add_or_replace(viewer, layer_data: LayerDataTuple):
     """Add a layer; a layer of the same name is replaced at the same place in the layer list."""
     data, kwargs, layer_type = layer_data

@@ -35,6 +35,7 @@ class PredictJob:
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     render_factor: int
+    camera_source: str = ""  # where the camera fields came from (the results panel says)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class PredictOutcome:
     job: PredictJob
     result: Any  # localize.PredictionResult; frames 0-based in the whole stack
     choice: Any = None  # autoselect.Choice where the job was ``auto``
+    threshold: float = float("nan")  # the detection threshold the run used
 
     @property
     def localizations(self) -> Localizations:
@@ -72,7 +74,8 @@ def run_prediction(job: PredictJob):
             frame_range=None if job.ndim == 2 else (job.first, job.stop),
         )
     )
-    return PredictOutcome(job=job, result=result, choice=choice)
+    threshold = job.options.threshold if job.options.threshold is not None else model.threshold
+    return PredictOutcome(job=job, result=result, choice=choice, threshold=float(threshold))
 
 
 def level_names(model, frame_shape: tuple[int, int], sr_factor: int = 1) -> list[str]:

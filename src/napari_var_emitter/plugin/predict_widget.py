@@ -14,17 +14,18 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, SpinBox
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QPushButton, QVBoxLayout, QWidget
 
 from ..camera import Camera
 from ..errors import InputError, VarEmitterError
+from ..io.atomic import write_text
 from ..io.localizations import PICASSO_SUFFIXES
 from ..io.tables import write_localizations
 from ..localize.options import DEVICES, PredictOptions
 from . import layers as L
-from .forms import CameraForm
+from .forms import CameraForm, LevelChooser, scrolled
 from .predict_job import (
     PredictJob,
     PredictOutcome,
@@ -33,6 +34,7 @@ from .predict_job import (
     level_names,
     run_prediction,
 )
+from .results_panel import ResultsPanel
 from .session import SESSION, disconnect_when_destroyed
 from .worker_panel import PanelWidget, WorkerPanel
 
@@ -44,6 +46,12 @@ BUNDLED = "bundled"
 WINDOW_3 = "bundled:window-3"  # model.checkpoint.BUNDLED_MODELS
 CHECKPOINT_FILE = "checkpoint file"
 TITLE = "Predict emitters"
+MAX_DEFAULT_MAP_FRAMES = 500  # longer stacks show no maps unless levels are ticked
+MAX_MAP_BYTES = 2 << 30  # maps are kept in memory: more is refused before the run
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
 class PredictWidget(PanelWidget):
@@ -56,6 +64,8 @@ class PredictWidget(PanelWidget):
         self._models: dict[Any, Any] = {}  # cache: key -> loaded model
         self._outputs: dict[str, list[str]] = {}  # input layer name -> names of layers we added
         self._synced: tuple | None = None  # (weak reference to the layer, its shape) the form was set from
+        self._camera_source = "the form's defaults"  # what the results panel says of the camera
+        self._setting_camera = False
 
         # 1. form: input, model, camera, prediction settings
         self.image = ComboBox(label="image", choices=self._image_choices)
@@ -89,7 +99,8 @@ class PredictWidget(PanelWidget):
             choices=[("1x (progressive maps)", 1), ("2x (super-resolution)", 2)],
             value=1,
         )
-        self.scales = Select(label="maps to show", choices=[])
+        self.scales = LevelChooser("maps to show")
+        self.memory = Label(value="")
         self.render_factor = SpinBox(
             label="render zoom",
             min=0,
@@ -111,6 +122,7 @@ class PredictWidget(PanelWidget):
                 self.last_frame,
                 self.sr_factor,
                 self.scales,
+                self.memory,
                 self.render_factor,
             ]
         )
@@ -122,10 +134,15 @@ class PredictWidget(PanelWidget):
         self.panel.buttons.addWidget(self.export_button)
         self.run_button, self.cancel_button = self.panel.run_button, self.panel.cancel_button
         self.progress, self.status = self.panel.progress, self.panel.status
+        self.results = ResultsPanel()
+        content = QWidget()
+        inner = QVBoxLayout(content)
+        for part in (self.form.native, self.panel, self.results):
+            inner.addWidget(part)
+        inner.addStretch(1)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.panel)
-        layout.addStretch(1)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scrolled(content))
 
         # 3. connections
         self.run_button.clicked.connect(self.run)
@@ -134,6 +151,8 @@ class PredictWidget(PanelWidget):
         self.model.changed.connect(self._model_changed)
         self.checkpoint.changed.connect(self._model_changed)
         self.sr_factor.changed.connect(self._update_scales)
+        for widget in (self.scales, self.first_frame, self.last_frame):
+            widget.changed.connect(self._show_memory)
         for widget in self.camera_form.fields.values():
             widget.changed.connect(self._publish_camera)
         events = self.viewer.layers.events
@@ -194,7 +213,14 @@ class PredictWidget(PanelWidget):
         self.first_frame.max = self.last_frame.max = max(n_frames - 1, 0)
         self.first_frame.value = 0
         self.last_frame.value = max(n_frames - 1, 0)
-        self.camera_form.set_values(camera_from_layer(layer))
+        found = camera_from_layer(layer)
+        self._setting_camera = True
+        try:
+            self.camera_form.set_values(found)
+        finally:
+            self._setting_camera = False
+        if len(found) > 1:
+            self._camera_source = "from the layer's metadata"
         self._update_scales()
 
     def _model_changed(self, _value=None) -> None:
@@ -208,6 +234,8 @@ class PredictWidget(PanelWidget):
         self._update_scales()
 
     def _publish_camera(self, _value=None) -> None:
+        if not self._setting_camera:
+            self._camera_source = "entered in the form"
         camera = self.camera_form.valid_camera()
         if camera is not None:  # else the fields are being edited: publish when valid
             SESSION.camera = camera
@@ -230,7 +258,30 @@ class PredictWidget(PanelWidget):
                 names = []
         if list(self.scales.choices) != names:
             self.scales.choices = names
-            self.scales.value = names
+            n_frames = layer.data.shape[0] if layer is not None and layer.ndim == 3 else 1
+            # every level for a short stack; none for a long one (the localizations are always whole)
+            self.scales.value = names if n_frames <= MAX_DEFAULT_MAP_FRAMES else []
+        self._show_memory()
+
+    def maps_bytes(self) -> int:
+        """Memory the ticked maps take for the chosen frames (float32, every level whole)."""
+        layer = self.image.value
+        if layer is None or layer.ndim not in (2, 3):
+            return 0
+        n_frames = 1 if layer.ndim == 2 else int(self.last_frame.value) - int(self.first_frame.value) + 1
+        cells = 0
+        for name in self.scales.value:
+            h, w = (int(v) for v in name.split("x"))
+            cells += h * w
+        return 4 * max(n_frames, 0) * cells
+
+    def _show_memory(self, _value=None) -> None:
+        size = self.maps_bytes()
+        if not self.scales.value:
+            self.memory.value = "no maps: localizations only"
+        else:
+            over = " (too much: untick levels or shorten the range)" if size > MAX_MAP_BYTES else ""
+            self.memory.value = f"maps: {_megabytes(size)}{over}"
 
     # --- model and camera --------------------------------------------------------------------
     def current_model(self):
@@ -278,6 +329,12 @@ class PredictWidget(PanelWidget):
         if last < first:
             raise InputError(f"frame range is empty: first frame {first} is after last frame {last}")
         names = list(self.scales.choices)
+        if self.maps_bytes() > MAX_MAP_BYTES:
+            raise InputError(
+                f"the maps chosen would take {_megabytes(self.maps_bytes())} for {last - first + 1} frames "
+                f"(at most {_megabytes(MAX_MAP_BYTES)}): untick levels, or choose fewer frames; the "
+                "localizations need no maps"
+            )
         sr = int(self.sr_factor.value)
         threshold = float(self.threshold.value)
         options = PredictOptions(
@@ -302,6 +359,7 @@ class PredictWidget(PanelWidget):
             scale=tuple(float(v) for v in layer.scale),
             translate=tuple(float(v) for v in layer.translate),
             render_factor=int(self.render_factor.value),
+            camera_source=self._camera_source,
         )
 
     def run(self) -> None:
@@ -352,12 +410,37 @@ class PredictWidget(PanelWidget):
                 self.viewer.layers.remove(stale)
         for layer_data in new:
             L.add_or_replace(self.viewer, layer_data)
+        L.place_above(self.viewer, job.source, names)
         self._outputs[job.source] = names
         self.export_button.setEnabled(True)
         chosen = f", {outcome.choice.describe()}" if outcome.choice is not None else ""
-        self.status.setText(
-            f"{len(outcome.localizations)} emitters in {job.stop - job.first} frame(s), "
-            f"device: {result.device}{chosen}"
+        n_frames = job.stop - job.first
+        text = (
+            f"{len(outcome.localizations)} emitters in {n_frames} frame(s), device: {result.device}{chosen}"
+        )
+        if not len(outcome.localizations):
+            text += (
+                ". None found: check that the layer holds raw camera frames (ADU) and that the camera "
+                "fields match the camera (baseline below the darkest pixels, gain)"
+            )
+        self.status.setText(text)
+        self.results.show_summary(self.summary(), outcome.threshold)
+
+    def summary(self):
+        """The :class:`~..analysis.summary.Summary` of the last run."""
+        from ..analysis.summary import summarize
+
+        job, outcome = self.outcome.job, self.outcome
+        model = outcome.choice.describe() if outcome.choice is not None else job.options.model
+        return summarize(
+            outcome.localizations,
+            job.stop - job.first,
+            tuple(int(v) for v in job.data.shape[-2:]),
+            job.options.camera.pixel_size_nm,
+            first_frame=job.first,
+            camera=job.options.camera,
+            camera_source=job.camera_source,
+            model=model,
         )
 
     # --- export ------------------------------------------------------------------------------
@@ -392,8 +475,12 @@ class PredictWidget(PanelWidget):
                 frame_shape=tuple(int(v) for v in job.data.shape[-2:]),
                 n_frames=int(job.data.shape[0]) if job.ndim == 3 else 1,
             )
+            report = path.with_name(path.stem + ".summary.md")
+            write_text(report, self.summary().to_markdown())
         except (VarEmitterError, OSError) as exc:
             self.panel.refuse(f"cannot write {path}: {exc}")
             return None
-        self.status.setText(f"exported {len(self.outcome.localizations)} localizations to {path}")
+        self.status.setText(
+            f"exported {len(self.outcome.localizations)} localizations to {path} (summary: {report.name})"
+        )
         return path

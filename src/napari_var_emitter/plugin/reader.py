@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
 from ..io.tables import read_localizations as _read_table
-from .layers import DEFAULT_PIXEL_SIZE_NM, locs_to_points, points_kwargs
+from .layers import DEFAULT_PIXEL_SIZE_NM, locs_to_points, points_kwargs, ring_size
 
 # Header cells that mark a file as a localization table we read.
 _SIGNATURE = ("x [nm]", "y [nm]")
@@ -61,10 +61,11 @@ def read_localizations(path, pixel_size_nm: float | None = None):
         path = path[0]
     path = Path(path)
     locs, meta = _read_table(path, DEFAULT_PIXEL_SIZE_NM if pixel_size_nm is None else pixel_size_nm)
-    data, features = locs_to_points(locs, ndim=3)
-    metadata = {"pixel_size_nm": float(meta["pixel_size_nm"]), "source": str(path), "format": meta["format"]}
+    pixel_size_nm = float(meta["pixel_size_nm"])
+    data, features = locs_to_points(locs, ndim=3, pixel_size_nm=pixel_size_nm)
+    metadata = {"pixel_size_nm": pixel_size_nm, "source": str(path), "format": meta["format"]}
     for key in ("frame_shape", "n_frames"):
         if key in meta:
             metadata[key] = meta[key]
-    kwargs = points_kwargs(path.stem, features, metadata=metadata)
+    kwargs = points_kwargs(path.stem, features, size=ring_size(locs), metadata=metadata)
     return [(data, kwargs, "points")]

@@ -36,13 +36,14 @@ def make_sample_movie():
         "colormap": "gray",
         "metadata": {"camera": camera.to_dict(), "pixel_size_nm": camera.pixel_size_nm},
     }
-    data, features = locs_to_points(movie.truth, ndim=3)
-    truth_kwargs = points_kwargs(
+    data, features = locs_to_points(movie.truth, ndim=3, pixel_size_nm=camera.pixel_size_nm)
+    truth_kwargs = points_kwargs(  # crosses: the predicted emitters are rings
         f"{SAMPLE_NAME} ground truth",
         features,
+        size=2.5,
         face_color="cyan",
-        symbol="ring",
-        opacity=0.6,
+        symbol="cross",
+        opacity=0.8,
         metadata={"pixel_size_nm": camera.pixel_size_nm},
     )
     return [(frames, image_kwargs, "image"), (data, truth_kwargs, "points")]

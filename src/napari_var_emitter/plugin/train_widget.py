@@ -8,20 +8,18 @@ checkpoint (the training loop rewrites it atomically at each validation).
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
-from qtpy.QtCore import QPointF, QSize, Qt
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..camera import Camera
 from ..errors import InputError, VarEmitterError
 from ..localize.options import DEVICES
-from .forms import CameraForm
+from .forms import CameraForm, scrolled
+from .plots import LinePlot
 from .session import SESSION, disconnect_when_destroyed
 from .worker_panel import PanelWidget, WorkerPanel, relay_errors
 
@@ -29,74 +27,25 @@ if TYPE_CHECKING:
     import napari
 
 DEFAULT_OUT = Path.home() / "napari-var-emitter-models" / "model.pt"
-_METRIC_ORDER = (
-    "jaccard",
-    "sparse_jaccard",
-    "dense_jaccard",
-    "rmse_nm",
-    "sparse_rmse_nm",
-    "dense_rmse_nm",
-    "efficiency",
-    "recall",
-    "precision",
-    "threshold",
+# validation metrics: (key, label, unit, digits); prefixes name the two validation movies
+METRICS = (
+    ("jaccard", "Jaccard index", "%", 1),
+    ("rmse_nm", "RMSE", "nm", 1),
+    ("efficiency", "efficiency", "", 1),
+    ("recall", "recall", "%", 1),
+    ("precision", "precision", "%", 1),
+)
+MOVIES = (("sparse_", "sparse movie (0.3 /um^2)"), ("dense_", "dense movie (2 /um^2)"), ("", "validation"))
+METRICS_HELP = (
+    "Validation on two fixed simulated movies with the training camera: the Jaccard index (matched "
+    "emitters over all, %), the RMSE of matched positions (nm) and the efficiency that combines them "
+    "(SMLM challenge 2016, docs/CONVENTIONS.md, section 4). The threshold is the detection "
+    "probability that gives the best efficiency on them; it is saved with the model."
 )
 
 
-class LossCurve(QWidget):
-    """A tiny QPainter plot of the training loss (log scale), no plotting library."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.values: list[float] = []
-        self.setMinimumHeight(90)
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(260, 110)
-
-    def clear(self) -> None:
-        self.values = []
-        self.update()
-
-    def append(self, value: float) -> None:
-        if value is not None and math.isfinite(value):
-            self.values.append(float(value))
-            self.update()
-
-    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = self.rect().adjusted(4, 14, -4, -4)
-        painter.setPen(QPen(QColor(128, 128, 128)))
-        painter.drawRect(rect)
-        if not self.values:
-            painter.drawText(self.rect().adjusted(6, 0, 0, 0), Qt.AlignmentFlag.AlignLeft, "loss")
-            return
-        ys = [math.log10(v) if v > 0 else math.log10(1e-12) for v in self.values]
-        lo, hi = min(ys), max(ys)
-        span = hi - lo or 1.0
-        n = len(ys)
-        points = QPolygonF(
-            [
-                QPointF(
-                    rect.left() + rect.width() * (i / max(n - 1, 1)),
-                    rect.bottom() - rect.height() * (y - lo) / span,
-                )
-                for i, y in enumerate(ys)
-            ]
-        )
-        painter.setPen(QPen(QColor(255, 160, 40), 1.5))
-        painter.drawPolyline(points)
-        painter.setPen(QPen(QColor(200, 200, 200)))
-        painter.drawText(
-            self.rect().adjusted(6, 0, 0, 0),
-            Qt.AlignmentFlag.AlignLeft,
-            f"loss {self.values[-1]:.4g} (min {min(self.values):.4g}, log scale)",
-        )
-
-
 def format_metrics(val) -> str:
-    """One line of validation metrics from a MetricReport-like object or a dict."""
+    """Validation metrics in words with units, per validation movie, from a dict or a dataclass."""
     if val is None:
         return ""
     if is_dataclass(val):
@@ -106,8 +55,18 @@ def format_metrics(val) -> str:
     else:
         return str(val)
     numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    keys = [k for k in _METRIC_ORDER if k in numbers] or list(numbers)[:6]
-    return ", ".join(f"{k} {numbers[k]:.4g}" for k in keys)
+    parts = []
+    for prefix, movie in MOVIES:
+        found = [
+            f"{label} {numbers[prefix + key]:.{digits}f}{' ' + unit if unit and unit != '%' else unit}"
+            for key, label, unit, digits in METRICS
+            if prefix + key in numbers
+        ]
+        if found:
+            parts.append(f"{movie}: {', '.join(found)}")
+    if "threshold" in numbers:
+        parts.append(f"detection threshold {numbers['threshold']:.2f}")
+    return "; ".join(parts)
 
 
 def run_training(cfg):
@@ -167,15 +126,18 @@ class TrainWidget(PanelWidget):
         self.panel = WorkerPanel("Train model", "Train", failed="training failed")
         self.train_button, self.cancel_button = self.panel.run_button, self.panel.cancel_button
         self.progress, self.status = self.panel.progress, self.panel.status
-        self.loss_curve = LossCurve()
+        self.loss_curve = LinePlot("loss", log=True)
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)
+        self.metrics.setToolTip(METRICS_HELP)
+        content = QWidget()
+        inner = QVBoxLayout(content)
+        for part in (self.form.native, self.panel, self.loss_curve, self.metrics):
+            inner.addWidget(part)
+        inner.addStretch(1)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.panel)
-        layout.addWidget(self.loss_curve)
-        layout.addWidget(self.metrics)
-        layout.addStretch(1)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scrolled(content))
 
         # 3. connections
         self.train_button.clicked.connect(self.start)

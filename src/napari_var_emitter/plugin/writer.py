@@ -22,7 +22,7 @@ def write_points(path: str, data, meta: dict) -> list[str]:
     """
     metadata = meta.get("metadata") or {}
     pixel_size_nm = float(metadata.get("pixel_size_nm", DEFAULT_PIXEL_SIZE_NM))
-    locs = points_to_locs(data, meta.get("features"))
+    locs = points_to_locs(data, meta.get("features"), pixel_size_nm)
     path = Path(path)
     if path.suffix.lower() not in CSV_SUFFIXES + PICASSO_SUFFIXES:
         path = path.with_suffix(".csv")
