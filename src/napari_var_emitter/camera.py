@@ -11,6 +11,7 @@ from .errors import CameraError
 from .io.atomic import write_text
 
 MAX_CAMERA_FILE_BYTES = 1 << 20
+CALIBRATION_KEY = "adu_per_electron"  # a camera file written by `calibrate` holds this key too
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Camera:
             raise CameraError(f"camera file {path} is too large to hold camera parameters")
         if not isinstance(values, dict):
             raise CameraError(f"camera file {path} must hold a JSON object")
+        if CALIBRATION_KEY in values:  # `calibrate --out`: the measurement beside the camera's fields
+            values = {k: v for k, v in values.items() if k in CAMERA_FIELDS}
         return cls.from_dict(values)
 
 

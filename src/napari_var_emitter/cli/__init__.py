@@ -14,11 +14,11 @@ import argparse
 import sys
 
 from ..errors import VarEmitterError
-from . import drift, evaluate, frc, predict, simulate, train
+from . import calibrate, drift, evaluate, frc, predict, simulate, train
 
 PROG = "napari-var-emitter"
 EXIT_ERROR = 2
-SUBCOMMANDS = (predict, simulate, evaluate, train, drift, frc)
+SUBCOMMANDS = (predict, calibrate, simulate, evaluate, train, drift, frc)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,26 +19,61 @@ CAMERA_HELP = {
 }
 
 
-def add_camera_flags(parser: argparse.ArgumentParser) -> None:
+def add_camera_flags(parser: argparse.ArgumentParser, auto: bool = False) -> None:
+    """The camera flags of docs/CONVENTIONS.md, section 2, and ``--camera FILE.json`` (with ``auto``:
+    ``--camera auto`` too). A flag given on the command line wins over the file."""
     d = Camera()
     group = parser.add_argument_group("camera (docs/CONVENTIONS.md; defaults: SMLM challenge 2016 EMCCD)")
+    what = "FILE.json|auto" if auto else "FILE.json"
+    measured = "; auto: measured from the frames (see the calibrate command)" if auto else ""
+    group.add_argument(
+        "--camera",
+        default=None,
+        metavar=what,
+        help=f"a camera file (as simulate and calibrate --out write){measured}; flags given beside it win",
+    )
     for name in CAMERA_FIELDS:
         flag = "--" + name.replace("_", "-")
-        group.add_argument(flag, type=float, default=getattr(d, name), help=CAMERA_HELP[name])
+        group.add_argument(
+            flag, type=float, default=None, help=f"{CAMERA_HELP[name]} (default {getattr(d, name):g})"
+        )
 
 
-def add_table_pixel_size(parser: argparse.ArgumentParser) -> None:
-    """``--pixel-size-nm`` of a table read from CSV (in nm); Picasso files carry their own."""
+def given_camera_values(args: argparse.Namespace) -> dict[str, float]:
+    """The camera flags given on the command line."""
+    return {name: getattr(args, name) for name in CAMERA_FIELDS if getattr(args, name, None) is not None}
+
+
+def camera_from(args: argparse.Namespace, base: Camera | None = None) -> Camera:
+    """The camera of ``--camera FILE.json`` (or ``base``, or the defaults), with the flags given on
+    the command line in place of its values."""
+    if base is None:
+        base = Camera.load(args.camera) if getattr(args, "camera", None) not in (None, "auto") else Camera()
+    return Camera.from_dict({**base.to_dict(), **given_camera_values(args)})
+
+
+def add_table_pixel_size(parser: argparse.ArgumentParser, camera_file: bool = False) -> None:
+    """``--pixel-size-nm`` of a table read from CSV (in nm; Picasso files carry their own); with
+    ``camera_file``, ``--camera FILE.json`` may give it instead."""
     parser.add_argument(
         "--pixel-size-nm",
         type=float,
-        default=100.0,
-        help="pixel size [nm] that converts a CSV table's nm to pixels (Picasso files carry theirs)",
+        default=None,
+        help="pixel size [nm] of a CSV table's nm (default 100; Picasso files carry theirs)",
     )
+    if camera_file:
+        parser.add_argument(
+            "--camera", default=None, metavar="FILE.json", help="take the pixel size from a camera file"
+        )
 
 
-def camera_from(args: argparse.Namespace) -> Camera:
-    return Camera(**{name: getattr(args, name) for name in CAMERA_FIELDS})
+def table_pixel_size(args: argparse.Namespace) -> float:
+    """``--pixel-size-nm``, else the camera file's (``--camera``), else 100 nm."""
+    if args.pixel_size_nm is not None:
+        return float(args.pixel_size_nm)
+    if getattr(args, "camera", None):
+        return Camera.load(args.camera).pixel_size_nm
+    return Camera().pixel_size_nm
 
 
 def say(args: argparse.Namespace, message: str) -> None:

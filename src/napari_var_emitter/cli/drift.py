@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CsvFormatError, InputError
-from .common import say
+from .common import add_table_pixel_size, say, table_pixel_size
 
 TRACE_SUFFIX = ".drift.csv"
 
@@ -38,12 +38,7 @@ def add(sub) -> None:
         help="follow fiducial beads (emitters present in most frames) instead of cross-correlating",
     )
     p.add_argument("--max-drift-nm", type=float, default=1000.0, help="the largest drift searched [nm]")
-    p.add_argument(
-        "--pixel-size-nm",
-        type=float,
-        default=100.0,
-        help="pixel size of a CSV table [nm] (Picasso files carry theirs)",
-    )
+    add_table_pixel_size(p)
     p.add_argument("--quiet", action="store_true", help="no summary line on stderr")
     p.set_defaults(run=run)
 
@@ -62,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--out must not be the input table: write the corrected table beside it")
     if not out.parent.is_dir() and str(out.parent) != "":
         raise InputError(f"output folder {out.parent} does not exist")
-    locs, meta = read_localizations(source, args.pixel_size_nm)
+    locs, meta = read_localizations(source, table_pixel_size(args))
     px = float(meta["pixel_size_nm"])
     if args.fiducials:
         drift = estimate_drift_fiducials(locs, pixel_size_nm=px, max_drift_nm=args.max_drift_nm)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from .common import add_table_pixel_size
+from .common import add_table_pixel_size, table_pixel_size
 
 
 def add(sub) -> None:
     p = sub.add_parser("evaluate", help="compare localizations with a ground truth (SMLM challenge metrics)")
     p.add_argument("truth", metavar="TRUTH.csv", help="the true emitters: ThunderSTORM CSV or Picasso HDF5")
     p.add_argument("locs", metavar="LOCS.csv", help="the localizations: ThunderSTORM CSV or Picasso HDF5")
-    add_table_pixel_size(p)
+    add_table_pixel_size(p, camera_file=True)
     p.add_argument("--tolerance-nm", type=float, default=250.0, help="matching radius [nm]")
     p.add_argument("--match", choices=("hungarian", "greedy"), default="hungarian")
     p.set_defaults(run=run)
@@ -51,13 +51,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.tolerance_nm > 0:
         raise InputError(f"--tolerance-nm must be > 0, got {args.tolerance_nm}")
     # CSV (ours, ThunderSTORM; in nm) or Picasso HDF5 (in its own pixels, which then win)
-    truth, truth_meta = read_localizations(args.truth, args.pixel_size_nm)
-    locs, locs_meta = read_localizations(args.locs, args.pixel_size_nm)
-    pixel_size_nm = args.pixel_size_nm
+    given = table_pixel_size(args)
+    truth, truth_meta = read_localizations(args.truth, given)
+    locs, locs_meta = read_localizations(args.locs, given)
+    pixel_size_nm = given
     for meta in (truth_meta, locs_meta):
         if meta["format"] != "csv":
             pixel_size_nm = float(meta["pixel_size_nm"])
-    if {truth_meta["format"], locs_meta["format"]} != {"csv"} and pixel_size_nm != args.pixel_size_nm:
+    if {truth_meta["format"], locs_meta["format"]} != {"csv"} and pixel_size_nm != given:
         if truth_meta["format"] == "csv":
             truth, _ = read_localizations(args.truth, pixel_size_nm)
         if locs_meta["format"] == "csv":

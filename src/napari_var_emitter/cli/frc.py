@@ -7,6 +7,8 @@ import argparse
 import json
 import math
 
+from .common import add_table_pixel_size, table_pixel_size
+
 
 def add(sub) -> None:
     p = sub.add_parser("frc", help="image resolution of a localization table by Fourier ring correlation")
@@ -22,12 +24,7 @@ def add(sub) -> None:
         help="frames per block; blocks go to one half or the other at random (default: 1/40 of the movie)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random split into halves")
-    p.add_argument(
-        "--pixel-size-nm",
-        type=float,
-        default=100.0,
-        help="pixel size of a CSV table [nm] (Picasso files carry theirs)",
-    )
+    add_table_pixel_size(p)
     p.set_defaults(run=run)
 
 
@@ -35,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.frc import frc
     from ..io.tables import read_localizations
 
-    locs, meta = read_localizations(args.table, args.pixel_size_nm)
+    locs, meta = read_localizations(args.table, table_pixel_size(args))
     result = frc(
         locs,
         pixel_size_nm=float(meta["pixel_size_nm"]),

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..camera import Camera
+from ..errors import InputError, VarEmitterError
 from ..localize.options import PredictOptions
-from .common import ProgressBar, add_camera_flags, camera_from, say
+from .common import ProgressBar, add_camera_flags, camera_from, given_camera_values, say
 
 # PredictOptions fields as flags: (field, flag, kind); "on" fields are on by default, "--no-X" turns
 # them off; "flag" fields are off by default; the others take a value.
@@ -93,18 +96,51 @@ def add(sub) -> None:
         "must read FRAMES and --model at the same paths",
     )
     group.add_argument("--chunk-frames", type=int, default=512, help="frames per Dask task")
-    add_camera_flags(p)
+    add_camera_flags(p, auto=True)
     p.set_defaults(run=run)
 
 
-def options_from(args: argparse.Namespace) -> PredictOptions:
-    """The PredictOptions of the parsed flags (checked there)."""
+def options_from(args: argparse.Namespace, camera: Camera, psf_sigma_nm: float | None) -> PredictOptions:
+    """The PredictOptions of the parsed flags (checked there), with the camera and PSF width chosen."""
     if args.tile_size is not None and args.tile_size < 0:
         raise InputError(f"--tile-size must be >= 0 (0: never tile), got {args.tile_size}")
     values = {name: getattr(args, name) for name, _, _ in FLAGS + THROUGHPUT_FLAGS}
     values["tile_size"] = args.tile_size or None  # 0: never
     values["pool"] = None if args.pool else False  # default: on for models that see several frames
-    return PredictOptions(camera=camera_from(args), **values)
+    values["psf_sigma_nm"] = psf_sigma_nm
+    return PredictOptions(camera=camera, **values)
+
+
+def choose_camera(args: argparse.Namespace, frames) -> tuple[Camera, str, float | None, str]:
+    """(camera, where it came from, PSF sigma in nm or None, where that came from): ``--camera auto``
+    measures both from the frames (:mod:`..calibration`); flags given on the command line win."""
+    psf, psf_source = args.psf_sigma_nm, "given" if args.psf_sigma_nm is not None else ""
+    if args.camera == "auto":
+        from ..calibration import calibrate
+
+        kwargs = {
+            k: v for k, v in given_camera_values(args).items() if k in ("pixel_size_nm", "baseline", "qe")
+        }
+        measured = calibrate(frames, n_bootstrap=0, **kwargs)
+        camera, source = camera_from(args, measured.camera()), "measured from the frames"
+        if psf is None and math.isfinite(measured.psf_sigma_nm):
+            psf, psf_source = float(measured.psf_sigma_nm), "measured from the frames"
+    else:
+        camera = camera_from(args)
+        source = f"from {args.camera}" if args.camera else "given" if given_camera_values(args) else "default"
+    if given_camera_values(args) and args.camera:
+        source += ", flags given beside it"
+    return camera, source, psf, psf_source
+
+
+def camera_warnings(frames, camera: Camera) -> list[str]:
+    """Where ``camera`` disagrees with the frames (none where they cannot be measured)."""
+    from ..calibration import check_camera
+
+    try:
+        return check_camera(frames, camera)
+    except VarEmitterError:  # too small, constant, ...: the prediction says what it finds
+        return []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,9 +149,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io.stream import close_frames, csv_stream, open_frames
     from ..io.tables import table_format, write_localizations
     from ..localize.models import resolve_model
-    from ..localize.pipeline import predict
+    from ..localize.pipeline import predict, psf_sigma_nm
 
-    options = options_from(args)
     out = Path(args.out)
     if not out.parent.is_dir() and str(out.parent) != "":
         raise InputError(f"output folder {out.parent} does not exist")
@@ -128,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         as_frames(frames[:1])  # checks dtype, shape and size before loading the model
         n_frames, height, width = frames.shape
+        camera, camera_source, psf, psf_source = choose_camera(args, frames)
+        options = options_from(args, camera, psf)
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
             write = (
@@ -149,8 +186,18 @@ def run(args: argparse.Namespace) -> int:
                 )
             else:
                 resolved = resolve_model(options.model, frames, options.camera, device="cpu")
+                if camera_source != "measured from the frames":
+                    for warning in camera_warnings(frames, camera):
+                        print(f"warning: {' '.join(warning.split())}", file=sys.stderr)
                 result = predict(frames, resolved.model, options=options, sink=write, progress=bar.update)
             where = resolved.describe(result.device)
+            used_psf = psf_sigma_nm(resolved.model, options, camera)
+            psf_from = psf_source or ("the model's" if resolved.model is not None else "default")
+            where += (
+                f"; camera {camera_source}: baseline {camera.baseline:.4g} ADU, "
+                f"{camera.e_per_adu:.4g} e-/ADU, EM gain {camera.em_gain:g}; "
+                f"PSF sigma {used_psf:.0f} nm ({psf_from})"
+            )
             n_locs = write.rows if kind == "csv" else sum(len(p) for p in parts)
             if kind != "csv":
                 write_localizations(

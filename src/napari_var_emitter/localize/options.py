@@ -54,7 +54,8 @@ class PredictOptions:
     )
     psf_sigma_nm: float | None = _option(
         None,
-        "classical baseline: the PSF's Gaussian sigma [nm] (default 120 nm); the VAR model knows its own",
+        "the PSF's Gaussian sigma [nm] that the fit uses (the refinement, the classical baseline); "
+        "default: the model's own (the classical baseline: 1.2 camera pixels)",
     )
     refine: bool = _option(
         True,

@@ -206,8 +206,18 @@ def plan_run(
         level_names=tuple(f"{math.ceil(H / s)}x{math.ceil(W / s)}" for s in cfg.strides),
         threshold=threshold,
         candidates=min(threshold, CONFIRM_FLOOR) if (options.refine and options.confirm) else threshold,
-        psf_sigma_px=model.psf_sigma_nm / camera.pixel_size_nm,
+        psf_sigma_px=psf_sigma_nm(model, options, camera) / camera.pixel_size_nm,
     )
+
+
+def psf_sigma_nm(model: EmitterModel | None, options: PredictOptions, camera: Camera) -> float:
+    """The PSF sigma [nm] a run's fit uses: the options', else the model's (the classical baseline's
+    default: 1.2 camera pixels)."""
+    if options.psf_sigma_nm is not None:
+        return float(options.psf_sigma_nm)
+    if model is None:
+        return classical.DEFAULT_PSF_SIGMA_PX * camera.pixel_size_nm
+    return float(model.psf_sigma_nm)
 
 
 def output_stride(cfg, options: PredictOptions) -> float:

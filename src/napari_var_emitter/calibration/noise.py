@@ -1,0 +1,412 @@
+"""Camera calibration measured from SMLM frames alone (docs/CONVENTIONS.md sections 2 and 5).
+
+Model. A pixel whose expected signal is ``n`` photoelectrons reads ``L = b + g n`` ADU on average,
+with ``b`` the offset and ``g`` the ADU per photoelectron. Its noise has the cumulants of a compound
+Poisson variable plus Gaussian read noise (``sigma2`` ADU^2, with 1/12 for rounding to whole ADU):
+
+* variance ``V = s (L - b) + sigma2``, with the photon-transfer slope ``s = F g``;
+* third central moment ``K = k s^2 (L - b)``.
+
+sCMOS/CCD (electrons times g): ``F = 1``, ``k = 1``. EMCCD (each electron multiplied by an
+exponentially distributed gain): ``V = 2 g^2 n``, ``K = 6 g^3 n``, so ``F = 2``, ``k = 1.5``.
+The variance alone gives only ``s`` and ``sigma2 - s b``; the third moment, zero at ``L = b``, places
+the offset. A range of levels (structured background, ``MIN_LEVEL_RANGE``) measures ``sigma2`` too
+(with a weak prior) and, through ``k``, the camera type. At one level V and K leave a valley of
+solutions: the read noise is then held at a typical value for the camera type (``READ_NOISE_PRIOR``),
+its spread carried into the uncertainties, and the type is given or assumed (EMCCD), with a note.
+For EMCCD, whose read noise is small beside V, this costs little; for sCMOS at low background, where
+the read noise is a fair part of V, the offset and gain then lean on that typical value.
+
+Algorithm.
+
+1. Sample: at most ``MAX_FRAMES`` frames (fewer for large frames), read as a few runs of consecutive
+   frames spread over the movie, so a long memory-mapped movie costs a bounded read.
+2. Spots (``spots``): emitters are detected and their pixels, dilated by the PSF's extent,
+   are left out of the noise statistics, as is a thin border; isolated bright spots give the PSF width.
+3. Moments: residuals that do not depend on the pixel's expected value (``spots.residuals``:
+   deviation from the pixel's mean in other frames, minus the frame's smooth change), binned by the
+   smooth background level; per bin the variance ``V`` and third central moment ``K``.
+4. Fit ``(s, b, read noise, k)`` by weighted least squares (``scipy.optimize.least_squares``), ``k``
+   fixed by the camera type when it is given or cannot be measured. Uncertainties are standard
+   deviations over a bootstrap of frames (of frame blocks for short movies), the typical read noise
+   redrawn from its spread in each draw where it is held.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from ..camera import Camera
+from ..errors import InputError
+from . import spots as spots_psf
+from .result import Calibration
+
+CAMERA_TYPES = ("emccd", "scmos", "ccd")
+SKEW_FACTOR = {"emccd": 1.5, "scmos": 1.0, "ccd": 1.0}  # k = K / (s^2 (L - b)); F = 2 k - 1
+CONVENTIONAL_EM_GAIN = {"emccd": 100.0, "scmos": 1.0, "ccd": 1.0}  # only em_gain / e_per_adu is measured
+# read noise in photoelectron equivalents (ADU / adu_per_electron): typical value and spread per type
+READ_NOISE_PRIOR = {"emccd": (0.5, 0.5), "scmos": (1.5, 1.0), "ccd": (6.0, 4.0), None: (1.0, 2.0)}
+DEFAULT_QE = 0.9
+DEFAULT_PIXEL_SIZE_NM = 100.0
+MAX_FRAMES = 200
+MIN_LEVEL_RANGE = 0.2  # (highest - lowest bin level) / (mean level - offset) that measures read noise and k
+SHOT_LIMIT_SCALE = 0.02  # read variance this fraction of V above the photon variance costs one deviation
+K_DECISION_SIGMAS = 3.0  # a free k tells the type when within this many errors of one, beyond of the other
+N_BOOTSTRAP = 100
+CHECK_SLOPE_RATIO = 1.5
+CHECK_MAX_FRAMES = 20
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Fit of V = s (L - b) + sigma2, K = k s^2 (L - b)
+
+_PARAMS = ("s", "b", "rn", "k")  # slope, offset, read noise (photoelectron equivalents), skew factor
+
+
+def _sigma2(q: dict, rounding: float) -> float:
+    return (q["rn"] * q["s"] / (2 * q["k"] - 1)) ** 2 + rounding
+
+
+def _fit(st: dict, fixed: dict, prior: tuple[float, float], rounding: float) -> tuple[dict, dict]:
+    """Weighted least squares of ``_PARAMS`` less ``fixed``, with the read-noise prior (mean, sd).
+
+    Returns the values and their standard errors from the fit's covariance (scaled by the reduced
+    chi-square when above 1).
+    """
+    names = [p for p in _PARAMS if p not in fixed]
+    level, v, k3 = st["L"], st["V"], st["K"]
+    lbar, vbar, kbar = (np.average(a, weights=st["n"]) for a in (level, v, k3))
+    q0 = {"rn": prior[0], "k": SKEW_FACTOR["emccd"]} | fixed
+    q0["s"] = max(kbar, 1e-12) / (q0["k"] * vbar)
+    if "b" in fixed:
+        q0["s"] = max(vbar - rounding, 1e-12) / max(lbar - fixed["b"], 1e-9)
+    q0["b"] = fixed.get("b", lbar - max(vbar - _sigma2(q0, rounding), 0.5 * vbar) / q0["s"])  # shot-limited
+
+    def residuals(p):
+        q = fixed | dict(zip(names, p, strict=True))
+        above = level - q["b"]
+        # at one level V and K also fit a read-noise-dominated camera with a tiny background; SMLM
+        # backgrounds are shot-noise limited: read variance above the photon variance is penalized
+        excess_read = max(_sigma2(q, rounding) - q["s"] * (lbar - q["b"]), 0.0) / (SHOT_LIMIT_SCALE * vbar)
+        return np.concatenate(
+            [
+                (v - q["s"] * above - _sigma2(q, rounding)) / st["se_V"],
+                (k3 - q["k"] * q["s"] ** 2 * above) / st["se_K"],
+                [(q["rn"] - prior[0]) / prior[1], excess_read] if "rn" in names else [],
+            ]
+        )
+
+    lower = [0.55 if p == "k" else 0.0 if p in ("s", "rn") else -np.inf for p in names]
+    upper = [3.0 if p == "k" else np.inf for p in names]
+    start = np.clip([q0[p] for p in names], np.add(lower, 1e-9), np.subtract(upper, 1e-9))
+    fit = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac")
+    values = fixed | dict(zip(names, fit.x, strict=True))
+    scale = max(1.0, 2 * fit.cost / max(len(fit.fun) - len(names), 1))
+    try:
+        cov = np.linalg.inv(fit.jac.T @ fit.jac) * scale
+        errors = dict(zip(names, np.sqrt(np.maximum(np.diag(cov), 0.0)), strict=True))
+    except np.linalg.LinAlgError:
+        errors = dict.fromkeys(names, math.inf)
+    return values, errors
+
+
+def _level_range(st: dict, offset: float) -> float:
+    """Spread of the bins' levels relative to the mean level above the offset."""
+    return float((st["L"].max() - st["L"].min()) / max(np.average(st["L"], weights=st["n"]) - offset, 1e-9))
+
+
+def _fit_camera(
+    st: dict, fixed: dict, prior: tuple[float, float], rounding: float
+) -> tuple[dict, dict, dict]:
+    """``_fit`` with the read noise held at the prior's value unless the levels span ``MIN_LEVEL_RANGE``.
+
+    At one level V and K are met along a whole valley of (slope, offset, read noise), where tiny
+    differences between the bins' levels would pick a point by their noise. Returns values, errors
+    and the parameters held fixed.
+    """
+    held = fixed if "rn" in fixed else fixed | {"rn": prior[0]}
+    values, errors = _fit(st, held, prior, rounding)
+    if "rn" not in fixed and _level_range(st, values["b"]) >= MIN_LEVEL_RANGE:
+        held = fixed
+        values, errors = _fit(st, held, prior, rounding)
+    return values, errors, held
+
+
+def _decide(st: dict, camera_type: str | None, fixed: dict, rounding: float, notes: list) -> tuple[str, str]:
+    """The camera type and where it comes from: "given", "measured" (from a free k) or "assumed"."""
+    first, _, _ = _fit_camera(st, fixed | {"k": SKEW_FACTOR[camera_type or "emccd"]}, (1.0, 2.0), rounding)
+    why = "too narrow a range of background levels"
+    if _level_range(st, first["b"]) >= MIN_LEVEL_RANGE:
+        free, errors = _fit(st, fixed, READ_NOISE_PRIOR[camera_type], rounding)
+        why = f"skew factor k = {free['k']:.2f} +- {errors['k']:.2f}; 1.5 EMCCD, 1 sCMOS/CCD"
+        if camera_type is not None and abs(free["k"] - SKEW_FACTOR[camera_type]) > 4 * errors["k"]:
+            notes.append(f"the noise shape does not look like a {camera_type} camera's ({why})")
+        near, far = sorted(("emccd", "scmos"), key=lambda t: abs(free["k"] - SKEW_FACTOR[t]))
+        apart = (abs(free["k"] - SKEW_FACTOR[t]) / max(errors["k"], 1e-12) for t in (near, far))
+        if camera_type is None and next(apart) <= K_DECISION_SIGMAS <= next(apart):
+            notes.append(f"camera type measured from the noise shape ({why})")
+            return near, "measured"
+    if camera_type is not None:
+        return camera_type, "given"
+    notes.append(
+        f"the data cannot tell an EMCCD from an sCMOS camera ({why}): EMCCD assumed; give the camera type "
+        "(--camera-type) if it is not one"
+    )
+    return "emccd", "assumed"
+
+
+def _derived(q: dict, sums: np.ndarray, qe: float) -> dict[str, float]:
+    ape = q["s"] / (2 * q["k"] - 1)
+    total = sums.reshape(-1, sums.shape[-1]).sum(0)
+    background_adu = total[spots_psf.SX] / total[spots_psf.N]
+    return {
+        "baseline": q["b"],
+        "variance_slope": q["s"],
+        "adu_per_electron": ape,
+        "read_noise_adu": q["rn"] * ape,
+        "background_adu": background_adu,
+        "background_photons": (background_adu - q["b"]) / ape / qe,
+    }
+
+
+def _dark_maps(dark, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-pixel mean and variance (Y, X) of dark frames, over the movie's ``sample_window``."""
+    arr = spots_psf.as_array(dark, "dark")
+    if arr.shape[1:] != shape[1:]:
+        raise InputError(f"dark: frames of {arr.shape[1:]} pixels do not match the movie's {shape[1:]}")
+    d, _ = spots_psf.read_sample(arr, MAX_FRAMES)
+    if not np.isfinite(d).all():
+        raise InputError("dark: frames hold NaN or infinite values")
+    return d.mean(axis=0), (d.var(axis=0, ddof=1) if len(d) >= 2 else None)
+
+
+def _check_arguments(camera_type, qe, pixel_size_nm) -> str | None:
+    if camera_type is not None and str(camera_type).lower() not in CAMERA_TYPES:
+        raise InputError(f"camera_type must be one of {', '.join(CAMERA_TYPES)}, got {camera_type!r}")
+    if isinstance(qe, bool) or not (isinstance(qe, (int, float)) and 0 < qe <= 1):
+        raise InputError(f"qe must be in (0, 1], got {qe!r}")
+    if pixel_size_nm is not None and not (isinstance(pixel_size_nm, (int, float)) and pixel_size_nm > 0):
+        raise InputError(f"pixel_size_nm must be a positive number, got {pixel_size_nm!r}")
+    return None if camera_type is None else str(camera_type).lower()
+
+
+def _background(valid: np.ndarray, spots, psf_sigma_px: float, notes: list) -> np.ndarray:
+    """Pixels (T, Y, X) away from spots and from the border (emitters just outside light it unseen).
+
+    A pixel is judged by the detections of the other colour of a checkerboard: selected by its own
+    noise, the kept pixels would be the quieter ones.
+    """
+    radius = spots_psf.mask_radius(psf_sigma_px)
+    black = spots_psf.checkerboard(valid.shape[1:])
+    near_black, near_white = (spots_psf.spot_mask(d, radius) for d in spots.by_colour)
+    background = valid & np.where(black, ~near_white, ~near_black)
+    border = radius // 2 + 1
+    background[:, :border] = background[:, -border:] = False
+    background[:, :, :border] = background[:, :, -border:] = False
+    covered = 1.0 - background.sum() / valid.sum()
+    if covered > 0.5:
+        notes.append(
+            f"spots and the border cover {covered:.0%} of the pixels: the noise statistics use the rest"
+        )
+    return background
+
+
+def _bootstrap(sums, fixed, prior, rounding, qe, n: int, seed: int) -> dict[str, float]:
+    """Standard deviations of the results over units resampled and the read-noise prior redrawn."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n):
+        pick = rng.integers(0, len(sums), len(sums))
+        typical = max(prior[0] + prior[1] * rng.standard_normal(), 0.0)
+        held = fixed | ({"rn": typical} if "rn" in fixed and prior[1] > 0 else {})
+        try:
+            st = spots_psf.bin_stats(sums[pick].sum(0))
+            draws.append(_derived(_fit(st, held, (typical, prior[1]), rounding)[0], sums[pick], qe))
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+    if len(draws) < 10:
+        return {}
+    return {k: float(np.std([d[k] for d in draws], ddof=1)) for k in draws[0]}
+
+
+def calibrate(
+    frames,
+    *,
+    camera_type: str | None = None,
+    pixel_size_nm: float | None = None,
+    dark=None,
+    baseline: float | None = None,
+    qe: float = DEFAULT_QE,
+    max_frames: int = MAX_FRAMES,
+    n_bootstrap: int = N_BOOTSTRAP,
+    fit_psf: bool = True,
+    seed: int = 0,
+) -> Calibration:
+    """Measure the camera (docs/CONVENTIONS.md section 2) from frames (T, Y, X) or (Y, X) in ADU.
+
+    ``camera_type`` is "emccd", "scmos" or "ccd" (else measured where the data allow, EMCCD assumed
+    where not); ``dark`` (T, Y, X) frames without light give per-pixel offset and variance maps;
+    ``baseline`` (ADU) is a known offset. At most ``max_frames`` frames are read. Raises
+    :class:`InputError` with one sentence when the frames cannot be calibrated.
+    """
+    camera_type = _check_arguments(camera_type, qe, pixel_size_nm)
+    notes: list[str] = []
+    arr = spots_psf.as_array(frames, "frames")
+    x, follows = spots_psf.read_sample(arr, max_frames)
+    valid = spots_psf.valid_pixels(x, arr.dtype)
+    low_percentile = float(np.percentile(x[valid], 1))
+    rounding = 1.0 / 12.0 if np.array_equal(x[valid], np.round(x[valid])) else 0.0  # whole ADU
+
+    fixed: dict[str, float] = {}
+    offset_map = variance_map = read_var = None
+    if dark is not None:
+        offset_map, variance_map = _dark_maps(dark, arr.shape)
+        fixed["b"] = float(offset_map.mean())
+        x = x - offset_map + fixed["b"]  # per-pixel offsets removed, the mean offset kept
+        if variance_map is not None:  # the dark variance (read noise, rounding) is subtracted per pixel
+            read_var, fixed["rn"], rounding = np.broadcast_to(variance_map, x.shape), 0.0, 0.0
+        notes.append(f"offset from the dark frames: {fixed['b']:.2f} ADU (mean of the per-pixel map)")
+    elif baseline is not None:
+        fixed["b"] = float(baseline)
+
+    spots = spots_psf.find_spots(x, valid, follows)
+    psf = spots_psf.fit_psf(x, spots) if fit_psf else spots_psf.PsfFit(math.nan, math.nan, 0)
+    background = _background(valid, spots, psf.sigma_px, notes)
+    sums = spots_psf.moment_sums(x, background, follows, read_var)
+    st = spots_psf.bin_stats(sums.sum(0))
+    pooled = spots_psf.bin_stats(sums.sum((0, 1))[None])
+    if len(st["L"]) == 0:
+        raise InputError("too few background pixels at any one level to measure the noise")
+    if "b" not in fixed and not pooled["K"][0] > 3 * pooled["se_K"][0]:
+        raise InputError(
+            "cannot separate the camera offset from its gain: the background noise is not skewed (third "
+            f"moment {pooled['K'][0]:.3g} +- {pooled['se_K'][0]:.2g} ADU^3); give dark frames or the offset"
+        )
+
+    camera_type, source = _decide(st, camera_type, fixed, rounding, notes)
+    fixed["k"] = SKEW_FACTOR[camera_type]
+    prior = READ_NOISE_PRIOR[camera_type]
+    values, errors, held = _fit_camera(st, fixed, prior, rounding)
+    result = _derived(values, sums, qe)
+    by_type = {}
+    for name in ("emccd", "scmos"):
+        v, e, _ = _fit_camera(st, fixed | {"k": SKEW_FACTOR[name]}, READ_NOISE_PRIOR[name], rounding)
+        by_type[name] = {"baseline": v["b"], "variance_slope": v["s"], "baseline_error": e.get("b", 0.0)}
+    if variance_map is not None:
+        prior = (0.0, 0.0)  # the dark frames' variance, not a typical value
+    uncertainty = _bootstrap(sums, held, prior, rounding, qe, n_bootstrap, seed) or (
+        dict.fromkeys(result, math.nan)  # no bootstrap: the fit's covariance for the offset and slope
+        | {"baseline": errors.get("b", 0.0), "variance_slope": errors["s"]}
+        | {"adu_per_electron": errors["s"] / (2 * fixed["k"] - 1)}
+    )
+    if variance_map is not None:
+        result["read_noise_adu"] = math.sqrt(max(float(variance_map.mean()) - 1.0 / 12.0, 0.0))
+        uncertainty["read_noise_adu"] = math.nan
+    elif "rn" in held and "rn" not in fixed:
+        notes.append(
+            f"the read noise is not measurable from these frames (too narrow a range of levels): a typical "
+            f"{camera_type} value, {prior[0]:g} +- {prior[1]:g} photoelectrons, is assumed, its spread "
+            "included in the uncertainties"
+        )
+
+    b, se_b = result["baseline"], np.nan_to_num(uncertainty["baseline"])
+    if b + 3 * se_b + 1.0 < 0:
+        raise InputError(
+            f"the measured offset is {b:.1f} ADU, below zero: were the frames offset-subtracted?"
+        )
+    if b < 0:
+        notes.append(f"the measured offset ({b:.1f} ADU) is below zero but consistent with 0: 0 used")
+    if pixel_size_nm is None:
+        pixel_size_nm = DEFAULT_PIXEL_SIZE_NM
+        notes.append(f"pixel size not given: {DEFAULT_PIXEL_SIZE_NM:g} nm assumed")
+    em_gain = CONVENTIONAL_EM_GAIN[camera_type]
+    if camera_type == "emccd":
+        notes.append(
+            f"only em_gain / e_per_adu = {result['adu_per_electron']:.4g} ADU per photoelectron is "
+            f"measurable from noise: em_gain {em_gain:g} is a convention and e_per_adu follows from it"
+        )
+    if fit_psf and psf.n_spots == 0:
+        notes.append("no isolated bright spot found: the PSF width is unknown")
+    se_psf = 1.2533 * psf.spread_px / math.sqrt(psf.n_spots) if psf.n_spots > 1 else math.nan
+    e_per_adu = em_gain / result["adu_per_electron"]
+    uncertainty |= {
+        "read_noise_e": uncertainty["read_noise_adu"] * e_per_adu,
+        "psf_sigma_px": se_psf,
+        "psf_sigma_nm": se_psf * pixel_size_nm,
+    }
+    return Calibration(
+        **result,
+        excess_noise=2.0 * fixed["k"] - 1.0,
+        psf_sigma_px=psf.sigma_px,
+        psf_sigma_spread_px=psf.spread_px,
+        n_psf_spots=psf.n_spots,
+        camera_type=camera_type,
+        camera_type_source=source,
+        pixel_size_nm=float(pixel_size_nm),
+        qe=float(qe),
+        em_gain=em_gain,
+        low_percentile_adu=low_percentile,
+        n_frames=len(x),
+        uncertainty=uncertainty,
+        by_type=by_type,
+        notes=notes,
+        offset_map=offset_map,
+        variance_map=variance_map,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Plausibility of a given camera
+
+
+def check_camera(frames_or_calibration, camera: Camera) -> list[str]:
+    """Warnings (empty when fine) where ``camera`` disagrees with the frames or a :class:`Calibration`.
+
+    Checked, each against the measurement for the camera's own type (EMCCD when ``em_gain > 1``):
+    the variance slope ``F * em_gain / e_per_adu`` (more than ``CHECK_SLOPE_RATIO`` and 3 standard
+    errors apart), a baseline above the frames' 1st percentile and above the measured offset, and
+    otherwise a baseline far from the measured offset (by a quarter of the background above it, or
+    3 standard errors).
+    Frames are measured on at most ``CHECK_MAX_FRAMES`` frames, without bootstrap or PSF fit;
+    :class:`InputError` where they cannot be (see :func:`calibrate`).
+    """
+    kind = "emccd" if camera.em_gain > 1 else "scmos"
+    cal = frames_or_calibration
+    if not isinstance(cal, Calibration):  # InputError where the frames cannot be measured
+        cal = calibrate(cal, camera_type=kind, max_frames=CHECK_MAX_FRAMES, n_bootstrap=0, fit_psf=False)
+    measured = cal.by_type[kind]
+    b, slope, se_b = measured["baseline"], measured["variance_slope"], measured["baseline_error"]
+    if kind == cal.camera_type and math.isfinite(cal.uncertainty.get("baseline", math.nan)):
+        se_b = cal.uncertainty["baseline"]
+    se_slope = cal.uncertainty.get("variance_slope", math.nan) if kind == cal.camera_type else math.nan
+    fix = (
+        f"--camera auto or --baseline {max(b, 0):.0f} --e-per-adu "
+        f"{camera.em_gain * camera.excess_noise / slope:.4g} --em-gain {camera.em_gain:g}"
+    )
+    warnings = []
+    camera_slope = camera.excess_noise * camera.em_gain / camera.e_per_adu
+    ratio = camera_slope / slope
+    if not (1 / CHECK_SLOPE_RATIO <= ratio <= CHECK_SLOPE_RATIO or abs(camera_slope - slope) <= 3 * se_slope):
+        warnings.append(
+            f"the camera's noise variance slope (F * em_gain / e_per_adu) is {camera_slope:.3g} ADU per ADU, "
+            f"the frames show {slope:.3g} ({ratio:.2g} x): photon counts would be off by about that factor; "
+            f"use {fix}"
+        )
+    above = cal.background_adu - b
+    if camera.baseline > cal.low_percentile_adu and camera.baseline - b > max(0.1 * above, 3 * se_b):
+        warnings.append(
+            f"the camera's baseline {camera.baseline:g} ADU is above the 1st percentile of the frames "
+            f"({cal.low_percentile_adu:.0f} ADU; measured offset {b:.0f} ADU): many pixels would hold "
+            f"negative photons; use {fix}"
+        )
+    elif abs(camera.baseline - b) > max(0.25 * above, 3 * se_b):
+        side = "below" if camera.baseline < b else "above"
+        warnings.append(
+            f"the camera's baseline {camera.baseline:g} ADU is far {side} the frames' measured offset "
+            f"({b:.0f} ADU): the background would read {(cal.background_adu - camera.baseline) / above:.2g} "
+            f"x its photons; use {fix}"
+        )
+    return warnings
