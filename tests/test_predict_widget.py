@@ -438,3 +438,44 @@ def test_both_docks_fit_a_1080p_screen(make_napari_viewer):
     # the forms scroll: what each dock asks for leaves room for the other and napari's own panels
     assert predict.sizeHint().height() + train.sizeHint().height() < 1080 - 200
     assert max(predict.minimumSizeHint().height(), train.minimumSizeHint().height()) < 400
+
+
+REAL = Path(__file__).parent / "data" / "real_af647_sdt" / "frames.tif"
+
+
+def test_a_movie_without_camera_metadata_has_its_camera_measured(make_napari_viewer, qtbot):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    viewer.add_image(tifffile.imread(REAL), name="af647")  # real frames: the camera is not known
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict emitters")
+    assert widget.camera_section.source == "the form's defaults"
+    widget.model.value = "bundled"
+    _predict(qtbot, widget)
+    section = widget.camera_section
+    assert section.source == "measured from the frames" and section.note.value.startswith("measured: offset")
+    assert 150 < widget.camera().baseline < 230 and section.psf_sigma_nm() > 80
+    assert "camera (measured from the frames)" in widget.results.text.text()
+    per_frame = widget.results.summary.per_frame
+    assert 10 <= per_frame.mean() <= 35
+
+    # a camera typed by hand that the frames contradict: a warning beside the fields
+    widget.camera_widgets["e_per_adu"].value = 1.0
+    widget.camera_widgets["em_gain"].value = 1.0
+    assert section.source == "entered in the form"
+    _predict(qtbot, widget)
+    assert section.note.value.startswith("warning: the camera's noise variance slope")
+
+
+def test_measure_from_image_fills_the_camera_and_says_how_sure(make_napari_viewer, qtbot):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    viewer.add_image(tifffile.imread(REAL), name="af647")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict emitters")
+    widget.camera_section.form.measure_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.camera_section.measuring, timeout=TIMEOUT_MS)
+    note = widget.camera_section.note.value
+    assert note.startswith("measured: offset") and "+-" in note and "PSF" in note
+    assert widget.camera_section.source == "measured from the frames"
+    assert widget.camera().em_gain == 100.0  # the EMCCD convention; only em_gain / e_per_adu is measured

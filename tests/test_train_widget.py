@@ -102,3 +102,28 @@ def test_bad_settings_are_reported(make_napari_viewer, qtbot, tmp_path, monkeypa
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert any("not available" in m for m in errors.messages())
     assert widget.status.text().startswith("training failed")
+
+
+def test_train_for_this_movie_simulates_the_movie_predicted(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer, predict, widget = _open(make_napari_viewer, tmp_path, monkeypatch)
+    assert not widget.for_movie_button.isEnabled()  # nothing predicted yet
+    viewer.open_sample(PLUGIN, "simulated_smlm_movie")
+    predict.last_frame.value = 9
+    predict.run_button.click()
+    qtbot.waitUntil(lambda: not predict.running, timeout=TIMEOUT_MS)
+    scene = SESSION.scene
+    assert scene.name == "Simulated SMLM movie" and widget.for_movie_button.isEnabled()
+    summary = predict.results.summary
+    assert scene.density_per_um2 == summary.density_per_um2 > 0.1
+    assert 10 < scene.background_photons < 200 and scene.psf_sigma_nm == 125.0  # the model's own
+    widget.for_movie_button.click()
+    assert widget.running
+    cfg = widget.cfg
+    assert cfg.psf_sigma_nm == pytest.approx((0.9 * 125.0, 1.1 * 125.0))
+    background = (0.5 * scene.background_photons, 1.5 * scene.background_photons)
+    assert cfg.background_photons == pytest.approx(background, abs=0.01)  # the form's 2 decimals
+    assert cfg.density_per_um2[1] == pytest.approx(2 * scene.density_per_um2, abs=0.01)
+    assert cfg.camera == predict.camera() and cfg.init_from == "bundled"
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert "for Simulated SMLM movie" in SESSION.models()
+    assert any(choice.startswith(str(tmp_path)) for choice in predict.model.choices)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 from ..camera import CAMERA_FIELDS, Camera
@@ -50,14 +50,26 @@ CAMERA_FORM = {
 
 
 class CameraForm(Container):
-    """The six camera fields of docs/CONVENTIONS.md, with tooltips; ``changed`` fires on each edit."""
+    """The six camera fields of docs/CONVENTIONS.md, with tooltips; ``changed`` fires on each edit.
+    With ``measure``, a "Measure from image" button and a note below the fields (what was measured
+    and how sure it is, or a warning)."""
 
-    def __init__(self, camera: Camera | None = None) -> None:
+    def __init__(self, camera: Camera | None = None, measure: bool = False) -> None:
         self.fields = {}
         for name in CAMERA_FIELDS:
             label, (low, high, step), tooltip = CAMERA_FORM[name]
             self.fields[name] = FloatSpinBox(label=label, min=low, max=high, step=step, tooltip=tooltip)
-        super().__init__(widgets=list(self.fields.values()), labels=True)
+        extra = []
+        if measure:
+            self.measure_button = PushButton(
+                text="Measure from image",
+                tooltip="measure the camera (offset, gain, noise) and the PSF width from the chosen "
+                "frames: background pixels and isolated spots (see the calibrate command)",
+            )
+            self.note = Label(value="")
+            self.note.native.setWordWrap(True)
+            extra = [self.measure_button, self.note]
+        super().__init__(widgets=[*self.fields.values(), *extra], labels=True)
         self.set_camera(camera or Camera())
 
     def camera(self) -> Camera:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..camera import CAMERA_FIELDS
-from ..errors import InputError
+from ..errors import InputError, VarEmitterError
 from ..io.frames import MIN_FRAME_SIZE, check_frame_shape
 from ..io.localizations import Localizations
 from ..localize.options import PredictOptions
@@ -36,6 +36,7 @@ class PredictJob:
     translate: tuple[float, ...]
     render_factor: int
     camera_source: str = ""  # where the camera fields came from (the results panel says)
+    measure: bool = False  # measure the camera and the PSF from the frames first (calibration)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class PredictOutcome:
     result: Any  # localize.PredictionResult; frames 0-based in the whole stack
     choice: Any = None  # autoselect.Choice where the job was ``auto``
     threshold: float = float("nan")  # the detection threshold the run used
+    options: PredictOptions | None = None  # what the run used: the measured camera where it measured one
+    calibration: Any = None  # calibration.Calibration where the job measured the camera
+    warnings: tuple[str, ...] = ()  # where the camera disagrees with the frames, or could not be measured
+
+    @property
+    def camera(self):
+        return (self.options or self.job.options).camera
 
     @property
     def localizations(self) -> Localizations:
@@ -53,29 +61,63 @@ class PredictOutcome:
 
 
 def run_prediction(job: PredictJob):
-    """Generator run in the worker thread: choose the model (``auto`` reads a sample of the frames,
-    here and not on the UI thread), then predict chunk by chunk (a dask or memory-mapped stack is
-    never loaded whole); returns a :class:`PredictOutcome`."""
+    """Generator run in the worker thread: measure the camera where the job asks (or check the
+    camera given against the frames), choose the model (``auto`` reads a sample of the frames, here
+    and not on the UI thread), then predict chunk by chunk (a dask or memory-mapped stack is never
+    loaded whole); returns a :class:`PredictOutcome`."""
     from ..localize import pipeline, resolve_model
 
+    frames = job.data if job.ndim == 2 else job.data[job.first : job.stop]  # lazy: nothing read yet
+    options, calibration, warnings = measured_options(job, frames)
     model, choice = job.model, None
-    if job.options.model == "auto":
-        frames = job.data if job.ndim == 2 else job.data[job.first : job.stop]
-        resolved = resolve_model(
-            "auto", frames, job.options.camera, job.options.device, frame_model=job.model
-        )
+    if options.model == "auto":
+        resolved = resolve_model("auto", frames, options.camera, options.device, frame_model=job.model)
         model, choice = resolved.model, resolved.choice
     result = yield from relay_errors(
         pipeline.iter_predict(
             job.data,
             model,
-            options=job.options,
+            options=options,
             maps=job.maps,
             frame_range=None if job.ndim == 2 else (job.first, job.stop),
         )
     )
-    threshold = job.options.threshold if job.options.threshold is not None else model.threshold
-    return PredictOutcome(job=job, result=result, choice=choice, threshold=float(threshold))
+    threshold = options.threshold if options.threshold is not None else model.threshold
+    return PredictOutcome(
+        job=job,
+        result=result,
+        choice=choice,
+        threshold=float(threshold),
+        options=options,
+        calibration=calibration,
+        warnings=tuple(warnings),
+    )
+
+
+def measured_options(job: PredictJob, frames) -> tuple[PredictOptions, Any, list[str]]:
+    """The job's options with the camera (and PSF width) measured from ``frames`` where it asks;
+    else the camera given, checked against the frames. Returns (options, calibration, warnings)."""
+    from ..calibration import calibrate, check_camera
+
+    options = job.options
+    try:
+        if not job.measure:
+            return options, None, check_camera(frames, options.camera)
+        calibration = calibrate(frames, pixel_size_nm=options.camera.pixel_size_nm, n_bootstrap=0)
+    except VarEmitterError as exc:
+        what = "measured" if job.measure else "checked against the frames"
+        return options, None, [f"the camera could not be {what} ({exc}); the form's values were used"]
+    psf = options.psf_sigma_nm
+    if psf is None and math.isfinite(calibration.psf_sigma_nm):
+        psf = float(calibration.psf_sigma_nm)
+    return options.replace(camera=calibration.camera(), psf_sigma_nm=psf), calibration, []
+
+
+def measure_camera(frames, pixel_size_nm: float):
+    """The calibration of ``frames`` (run in a worker: it reads a sample of them)."""
+    from ..calibration import calibrate
+
+    return calibrate(frames, pixel_size_nm=pixel_size_nm, n_bootstrap=50)
 
 
 def level_names(model, frame_shape: tuple[int, int], sr_factor: int = 1) -> list[str]:

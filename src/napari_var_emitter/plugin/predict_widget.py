@@ -10,12 +10,14 @@ Bad input is reported in the status line and as a notification, and nothing else
 
 from __future__ import annotations
 
+import math
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QPushButton, QVBoxLayout, QWidget
 
 from ..camera import Camera
@@ -25,7 +27,8 @@ from ..io.localizations import PICASSO_SUFFIXES
 from ..io.tables import write_localizations
 from ..localize.options import DEVICES, PredictOptions
 from . import layers as L
-from .forms import CameraForm, LevelChooser, scrolled
+from .camera_section import DEFAULTS, ENTERED, MEASURED, CameraSection
+from .forms import LevelChooser, scrolled
 from .predict_job import (
     PredictJob,
     PredictOutcome,
@@ -35,7 +38,7 @@ from .predict_job import (
     run_prediction,
 )
 from .results_panel import ResultsPanel
-from .session import SESSION, disconnect_when_destroyed
+from .session import SESSION, Scene, disconnect_when_destroyed
 from .worker_panel import PanelWidget, WorkerPanel
 
 if TYPE_CHECKING:
@@ -64,8 +67,7 @@ class PredictWidget(PanelWidget):
         self._models: dict[Any, Any] = {}  # cache: key -> loaded model
         self._outputs: dict[str, list[str]] = {}  # input layer name -> names of layers we added
         self._synced: tuple | None = None  # (weak reference to the layer, its shape) the form was set from
-        self._camera_source = "the form's defaults"  # what the results panel says of the camera
-        self._setting_camera = False
+        self._measuring = None  # the worker measuring the camera, while it runs
 
         # 1. form: input, model, camera, prediction settings
         self.image = ComboBox(label="image", choices=self._image_choices)
@@ -76,8 +78,8 @@ class PredictWidget(PanelWidget):
         self.device = ComboBox(
             label="device", choices=DEVICES, value="auto", tooltip=PredictOptions.help("device")
         )
-        self.camera_form = CameraForm()
-        self.camera_widgets = self.camera_form.fields
+        self.camera_section = CameraSection(TITLE)
+        self.camera_widgets = self.camera_section.fields
         self.threshold = FloatSpinBox(
             label="threshold",
             min=0.0,
@@ -114,7 +116,7 @@ class PredictWidget(PanelWidget):
                 self.model,
                 self.checkpoint,
                 self.device,
-                *self.camera_form.fields.values(),
+                *self.camera_section.widgets,
                 self.threshold,
                 self.confirm,
                 self.local_attention,
@@ -153,8 +155,7 @@ class PredictWidget(PanelWidget):
         self.sr_factor.changed.connect(self._update_scales)
         for widget in (self.scales, self.first_frame, self.last_frame):
             widget.changed.connect(self._show_memory)
-        for widget in self.camera_form.fields.values():
-            widget.changed.connect(self._publish_camera)
+        self.camera_section.form.measure_button.changed.connect(self.measure)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self._reset_layer_choices)
@@ -213,14 +214,7 @@ class PredictWidget(PanelWidget):
         self.first_frame.max = self.last_frame.max = max(n_frames - 1, 0)
         self.first_frame.value = 0
         self.last_frame.value = max(n_frames - 1, 0)
-        found = camera_from_layer(layer)
-        self._setting_camera = True
-        try:
-            self.camera_form.set_values(found)
-        finally:
-            self._setting_camera = False
-        if len(found) > 1:
-            self._camera_source = "from the layer's metadata"
+        self.camera_section.follow_layer(camera_from_layer(layer))
         self._update_scales()
 
     def _model_changed(self, _value=None) -> None:
@@ -232,13 +226,6 @@ class PredictWidget(PanelWidget):
         except VarEmitterError as exc:
             show_error(f"{TITLE}: {exc}")
         self._update_scales()
-
-    def _publish_camera(self, _value=None) -> None:
-        if not self._setting_camera:
-            self._camera_source = "entered in the form"
-        camera = self.camera_form.valid_camera()
-        if camera is not None:  # else the fields are being edited: publish when valid
-            SESSION.camera = camera
 
     def _checkpoint_path(self) -> Path | None:
         value = self.checkpoint.value
@@ -311,10 +298,22 @@ class PredictWidget(PanelWidget):
         return str(choice)
 
     def camera(self) -> Camera:
-        return self.camera_form.camera()
+        return self.camera_section.camera()
 
     def set_camera(self, camera: Camera) -> None:
-        self.camera_form.set_camera(camera)
+        self.camera_section.set(camera.to_dict(), ENTERED)
+
+    def measure(self, _value=None) -> None:
+        """ "Measure from image": the camera and PSF width of the chosen frames, in the background."""
+        try:
+            self._sync_to_layer()
+            layer = self.image.value
+            check_image_layer(layer)
+            first, last = int(self.first_frame.value), int(self.last_frame.value)
+        except (VarEmitterError, OSError) as exc:
+            self.panel.refuse(str(exc))
+            return
+        self.camera_section.measure(layer.data if layer.ndim == 2 else layer.data[first : last + 1])
 
     # --- running -----------------------------------------------------------------------------
     def make_job(self) -> PredictJob:
@@ -346,6 +345,7 @@ class PredictWidget(PanelWidget):
             confirm=bool(self.confirm.value),
             local_attention=bool(self.local_attention.value),
             device=str(self.device.value),
+            psf_sigma_nm=self.camera_section.psf_sigma_nm(),
         )
         return PredictJob(
             source=layer.name,
@@ -359,7 +359,8 @@ class PredictWidget(PanelWidget):
             scale=tuple(float(v) for v in layer.scale),
             translate=tuple(float(v) for v in layer.translate),
             render_factor=int(self.render_factor.value),
-            camera_source=self._camera_source,
+            camera_source=self.camera_section.source,
+            measure=self.camera_section.source == DEFAULTS,
         )
 
     def run(self) -> None:
@@ -393,6 +394,11 @@ class PredictWidget(PanelWidget):
     def _on_returned(self, outcome: PredictOutcome) -> None:
         job, result = outcome.job, outcome.result
         self.outcome = outcome
+        if outcome.calibration is not None:
+            self.camera_section.show_calibration(outcome.calibration)
+        if outcome.warnings:
+            self.camera_section.warn(outcome.warnings)
+            show_warning(f"{TITLE}: {' '.join(outcome.warnings)}")
         new = L.result_layers(
             result,
             job.source,
@@ -401,7 +407,7 @@ class PredictWidget(PanelWidget):
             job.translate,
             ndim=job.ndim,
             frame_start=job.first,
-            pixel_size_nm=job.options.camera.pixel_size_nm,
+            pixel_size_nm=outcome.camera.pixel_size_nm,
             render_factor=job.render_factor,
         )
         names = [kwargs["name"] for _, kwargs, _ in new]
@@ -424,7 +430,22 @@ class PredictWidget(PanelWidget):
                 "fields match the camera (baseline below the darkest pixels, gain)"
             )
         self.status.setText(text)
-        self.results.show_summary(self.summary(), outcome.threshold)
+        summary = self.summary()
+        self.results.show_summary(summary, outcome.threshold)
+        self._publish_scene(outcome, summary)
+
+    def _publish_scene(self, outcome: PredictOutcome, summary) -> None:
+        """What "Train for this movie" (the train widget) simulates: this movie's PSF width,
+        background and density."""
+        locs = outcome.localizations
+        background = np.nanmedian(locs.background) if len(locs) else math.nan
+        if not math.isfinite(background) and outcome.calibration is not None:
+            background = outcome.calibration.background_photons
+        psf = outcome.options.psf_sigma_nm or outcome.job.model.psf_sigma_nm
+        if math.isfinite(background) and math.isfinite(summary.density_per_um2):
+            SESSION.set_scene(
+                Scene(outcome.job.source, float(psf), float(background), summary.density_per_um2)
+            )
 
     def summary(self):
         """The :class:`~..analysis.summary.Summary` of the last run."""
@@ -436,10 +457,10 @@ class PredictWidget(PanelWidget):
             outcome.localizations,
             job.stop - job.first,
             tuple(int(v) for v in job.data.shape[-2:]),
-            job.options.camera.pixel_size_nm,
+            outcome.camera.pixel_size_nm,
             first_frame=job.first,
-            camera=job.options.camera,
-            camera_source=job.camera_source,
+            camera=outcome.camera,
+            camera_source=MEASURED if outcome.calibration is not None else job.camera_source,
             model=model,
         )
 
@@ -471,7 +492,7 @@ class PredictWidget(PanelWidget):
             write_localizations(
                 self.outcome.localizations,
                 path,
-                pixel_size_nm=job.options.camera.pixel_size_nm,
+                pixel_size_nm=self.outcome.camera.pixel_size_nm,
                 frame_shape=tuple(int(v) for v in job.data.shape[-2:]),
                 n_frames=int(job.data.shape[0]) if job.ndim == 3 else 1,
             )

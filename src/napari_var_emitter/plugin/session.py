@@ -6,6 +6,7 @@ modules). Signals are psygnal's, so widgets connect bound methods, held weakly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from psygnal import Signal
@@ -13,15 +14,28 @@ from psygnal import Signal
 from ..camera import Camera
 
 
+@dataclass(frozen=True)
+class Scene:
+    """What the last prediction saw in a movie: what "Train for this movie" simulates."""
+
+    name: str  # the movie's layer
+    psf_sigma_nm: float
+    background_photons: float  # per pixel per frame
+    density_per_um2: float  # emitters per frame per square micrometre
+
+
 class Session:
-    """Models trained in this session (name -> checkpoint path) and the last camera used."""
+    """Models trained in this napari session (name -> checkpoint path), the last camera used, and
+    the scene of the last prediction."""
 
     models_changed = Signal()
     camera_changed = Signal(object)  # Camera
+    scene_changed = Signal(object)  # Scene
 
     def __init__(self) -> None:
         self._models: dict[str, Path] = {}
         self._camera = Camera()
+        self.scene: Scene | None = None
 
     # models -------------------------------------------------------------------------------
     def add_model(self, name: str, path: str | Path) -> None:
@@ -35,7 +49,12 @@ class Session:
     def clear(self) -> None:
         self._models.clear()
         self._camera = Camera()
+        self.scene = None
         self.models_changed.emit()
+
+    def set_scene(self, scene: Scene) -> None:
+        self.scene = scene
+        self.scene_changed.emit(scene)
 
     # camera -------------------------------------------------------------------------------
     @property

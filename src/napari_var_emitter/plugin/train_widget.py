@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..camera import Camera
 from ..errors import InputError, VarEmitterError
 from ..localize.options import DEVICES
+from ..train import TrainConfig
 from .forms import CameraForm, scrolled
 from .plots import LinePlot
 from .session import SESSION, disconnect_when_destroyed
@@ -97,6 +98,15 @@ class TrainWidget(PanelWidget):
         self.camera_widgets = self.camera_form.fields
         self.psf_min = FloatSpinBox(label="PSF sigma min (nm)", min=10, max=1000, step=5, value=100.0)
         self.psf_max = FloatSpinBox(label="PSF sigma max (nm)", min=10, max=1000, step=5, value=150.0)
+        defaults = TrainConfig()
+        self.background_min, self.background_max = (
+            FloatSpinBox(label=f"background {end} (photons)", min=0, max=1e5, step=5, value=value)
+            for end, value in zip(("min", "max"), defaults.background_photons, strict=True)
+        )
+        self.density_min, self.density_max = (
+            FloatSpinBox(label=f"density {end} (/um^2)", min=0, max=50, step=0.1, value=value)
+            for end, value in zip(("min", "max"), defaults.density_per_um2, strict=True)
+        )
         self.fine_tune = CheckBox(label="fine-tune from the bundled model", value=True)
         self.steps = SpinBox(label="steps", min=1, max=1_000_000, value=2000)
         self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=16)
@@ -111,6 +121,10 @@ class TrainWidget(PanelWidget):
                 *self.camera_form.fields.values(),
                 self.psf_min,
                 self.psf_max,
+                self.background_min,
+                self.background_max,
+                self.density_min,
+                self.density_max,
                 self.fine_tune,
                 self.steps,
                 self.batch_size,
@@ -125,6 +139,13 @@ class TrainWidget(PanelWidget):
         # 2. buttons, progress, loss curve, metrics
         self.panel = WorkerPanel("Train model", "Train", failed="training failed")
         self.train_button, self.cancel_button = self.panel.run_button, self.panel.cancel_button
+        self.for_movie_button = QPushButton("Train for this movie")
+        self.for_movie_button.setToolTip(
+            "fine-tune the bundled model on simulations of the last movie predicted: its camera, PSF "
+            "width, background and density (press Predict first)"
+        )
+        self.for_movie_button.setEnabled(SESSION.scene is not None)
+        self.panel.buttons.insertWidget(0, self.for_movie_button)
         self.progress, self.status = self.panel.progress, self.panel.status
         self.loss_curve = LinePlot("loss", log=True)
         self.metrics = QLabel("")
@@ -141,9 +162,12 @@ class TrainWidget(PanelWidget):
 
         # 3. connections
         self.train_button.clicked.connect(self.start)
+        self.for_movie_button.clicked.connect(self.train_for_movie)
         SESSION.camera_changed.connect(self.set_camera)
-        # the session outlives this widget: drop the connection with the Qt object
+        SESSION.scene_changed.connect(self._scene_changed)
+        # the session outlives this widget: drop the connections with the Qt object
         disconnect_when_destroyed(self, SESSION.camera_changed, self.set_camera)
+        disconnect_when_destroyed(self, SESSION.scene_changed, self._scene_changed)
 
     # --- settings ------------------------------------------------------------------------------
     def set_camera(self, camera: Camera) -> None:
@@ -160,6 +184,11 @@ class TrainWidget(PanelWidget):
         lo, hi = float(self.psf_min.value), float(self.psf_max.value)
         if lo > hi:
             raise InputError(f"PSF sigma range is empty: min {lo} nm > max {hi} nm")
+        background = (float(self.background_min.value), float(self.background_max.value))
+        density = (float(self.density_min.value), float(self.density_max.value))
+        for what, (a, b), unit in (("background", background, "photons"), ("density", density, "/um^2")):
+            if a > b:
+                raise InputError(f"{what} range is empty: min {a} {unit} > max {b} {unit}")
         out = self.out.value
         if out is None or str(out) in ("", "."):
             raise InputError("choose where to save the model (a .pt file)")
@@ -179,6 +208,8 @@ class TrainWidget(PanelWidget):
             preset=str(self.preset.value),
             camera=self.camera(),
             psf_sigma_nm=(lo, hi),
+            background_photons=background,
+            density_per_um2=density,
             steps=int(self.steps.value),
             batch_size=int(self.batch_size.value),
             lr=float(self.lr.value),
@@ -187,6 +218,30 @@ class TrainWidget(PanelWidget):
             init_from=init_from,
             val_every=int(self.val_every.value),
         )
+
+    def _scene_changed(self, scene) -> None:
+        self.for_movie_button.setEnabled(scene is not None)
+
+    def set_scene(self, scene) -> None:
+        """The form set to simulate ``scene`` (a :class:`.session.Scene`): its PSF width +-10 %, its
+        background from half to 1.5 times, its density from half to twice, the session's camera, and
+        a fine-tuning of the bundled model named after the movie."""
+        self.set_camera(SESSION.camera)
+        self.psf_min.value, self.psf_max.value = 0.9 * scene.psf_sigma_nm, 1.1 * scene.psf_sigma_nm
+        self.background_min.value = 0.5 * scene.background_photons
+        self.background_max.value = 1.5 * scene.background_photons
+        self.density_min.value = 0.5 * scene.density_per_um2
+        self.density_max.value = max(2.0 * scene.density_per_um2, 0.1)
+        self.fine_tune.value = True
+        self.model_name.value = f"for {scene.name}"
+
+    def train_for_movie(self) -> None:
+        """ "Train for this movie": the form set from the last prediction's scene, then Train."""
+        if SESSION.scene is None:
+            self.panel.refuse("press Predict in 'Predict emitters' first: training simulates that movie")
+            return
+        self.set_scene(SESSION.scene)
+        self.start()
 
     # --- running -------------------------------------------------------------------------------
     def start(self) -> None:
