@@ -119,3 +119,16 @@ def test_patch_radius_grows_with_wavelength_defocus_and_lower_na():
     assert psf_radius_px(1.2, 680.0, 0.0, PX) > base
     assert psf_radius_px(1.4, 680.0, 400.0, PX) > base
     assert psf_radius_px(1.4, 680.0, 0.0, 160.0) < base
+
+
+def test_an_emitter_in_several_frames_is_drawn_in_each_as_if_alone():
+    t = torch.tensor
+    tables, _ = pupil_tables(t([1.4, 1.2]), t([680.0, 560.0]), t([0.0, 200.0]), t([0.0, 0.1]), PX, 9)
+    x, y, which = t([3.3, 20.8, -6.0]), t([10.4, 25.1, 12.0]), t([0, 1, 1])  # (M,) the third outside
+    emitter = t([0, 0, 1, 2, 2])  # (N,) rows: emitter 0 in frames 0 and 2, 1 in frame 1, 2 in 0 and 1
+    frame, photons = t([0, 2, 1, 0, 1]), t([500.0, 800.0, 1000.0, 3000.0, 3000.0])
+    shared = render_pupil(x, y, photons, which, tables, frame, 3, 32, 32, emitter=emitter)
+    alone = render_pupil(x[emitter], y[emitter], photons, which[emitter], tables, frame, 3, 32, 32)
+    assert torch.allclose(shared, alone, rtol=1e-6, atol=1e-6)
+    one = render_pupil(x[1:2], y[1:2], t([1000.0]), which[1:2], tables, t([0]), 1, 32, 32)[0]
+    assert float(shared[1].sum() - one.sum()) > 5.0  # emitter 2, 6 pixels outside: its rings reach in

@@ -196,49 +196,57 @@ def render_pupil(
     n_frames: int,
     height: int,
     width: int,
+    emitter: torch.Tensor | None = None,
     oversample: int = OVERSAMPLE,
-    chunk: int = 32768,
+    chunk: int = 8192,
 ) -> torch.Tensor:
     """Expected photons (T, H, W) of emitters drawn with pixel tables (``pupil_tables``).
 
-    x, y (pixels), photons, table_index (which table), frame_index: (N,). tables: (K, 2J+1, 2J+1).
-    Each emitter lights a (2 radius + 1)^2 patch around its nearest pixel, clipped to the frame.
+    x, y (pixels), table_index (which table): (M,) per emitter; photons, frame_index: (N,) per row,
+    an emitter in a frame; ``emitter`` (N,), ascending, is each row's emitter (default: row i is
+    emitter i). tables: (K, 2J+1, 2J+1). Each emitter's patch of (2 radius + 1)^2 pixels around its
+    nearest pixel is read from its table once, then added, clipped to the frame, in each of its frames.
     """
     device = x.device
-    image = torch.zeros(n_frames * height * width, device=device, dtype=torch.float32)  # (T*H*W,)
-    if x.numel() == 0:
-        return image.reshape(n_frames, height, width)
+    emitter = torch.arange(x.numel(), device=device) if emitter is None else emitter
     size = tables.shape[-1]
     centre = size // 2  # J
     radius = centre // oversample - 1
+    pad = 2 * radius + 1  # a canvas wide enough for every patch that reaches the frame
+    canvas_h, canvas_w = height + 2 * pad, width + 2 * pad
+    canvas = torch.zeros(n_frames * canvas_h * canvas_w, device=device, dtype=torch.float32)
+    col0, row0 = torch.round(x.float()), torch.round(y.float())  # (M,) nearest pixel
+    reach = (
+        (col0 >= -radius - 1) & (col0 <= width + radius) & (row0 >= -radius - 1) & (row0 <= height + radius)
+    )
     k = torch.arange(-radius, radius + 1, device=device)  # (P,) pixel offsets of the patch
+    patch_table = (oversample * k)[:, None] * size + (oversample * k)[None, :]  # (P, P) table offsets
+    patch_canvas = k[:, None] * canvas_w + k[None, :]  # (P, P) canvas offsets
     flat_tables = tables.reshape(-1)
-    for start in range(0, x.numel(), chunk):
-        part = slice(start, start + chunk)
-        xc, yc = x[part].float(), y[part].float()  # (n,)
-        col0, row0 = torch.round(xc), torch.round(yc)
-        # sub-pixel offset s = oversample * (x - col0), in [-oversample/2, oversample/2]:
-        # q = floor(s), r = s - q
-        sx, sy = oversample * (xc - col0), oversample * (yc - row0)
+    bounds = torch.arange(0, x.numel() + chunk, chunk, device=device).clamp_max(x.numel())
+    row_bounds = torch.searchsorted(emitter, bounds).tolist()  # rows of each chunk of emitters
+    for i, e0 in enumerate(bounds[:-1].tolist()):
+        e1, rows = int(bounds[i + 1]), slice(row_bounds[i], row_bounds[i + 1])
+        if e1 <= e0 or row_bounds[i + 1] <= row_bounds[i]:
+            continue
+        part = slice(e0, e1)
+        # sub-pixel offset s = oversample * (x - col0), in [-oversample/2, oversample/2]: q = floor(s),
+        # r = s - q; pixel k's centre lies (oversample * k - s) / oversample from the emitter, between
+        # table samples j = oversample * k - q and j - 1 (weight r)
+        sx, sy = oversample * (x[part].float() - col0[part]), oversample * (y[part].float() - row0[part])
         qx, qy = torch.floor(sx), torch.floor(sy)
-        rx, ry = (sx - qx)[:, None, None], (sy - qy)[:, None, None]  # (n, 1, 1)
-        # pixel k's centre lies (oversample * k - s) / oversample from the emitter: table sample
-        # j = oversample * k - q, and j - 1 with weight r
-        jx = centre + oversample * k[None, :] - qx.long()[:, None]  # (n, P)
-        jy = centre + oversample * k[None, :] - qy.long()[:, None]
-        base = table_index[part].long()[:, None, None] * size * size  # (n, 1, 1)
-
-        def at(rows, cols, base=base):
-            return flat_tables[base + rows[:, :, None] * size + cols[:, None, :]]  # (n, P, P)
-
-        values = (
-            (1 - ry) * ((1 - rx) * at(jy, jx) + rx * at(jy, jx - 1))
-            + ry * ((1 - rx) * at(jy - 1, jx) + rx * at(jy - 1, jx - 1))
-        ) * photons[part].float()[:, None, None]
-        cols = col0.long()[:, None] + k[None, :]  # (n, P)
-        rows = row0.long()[:, None] + k[None, :]
-        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        t = frame_index[part].long()
-        flat = (t[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]  # (n, P, P)
-        image.index_add_(0, flat[inside], values[inside])
-    return image.reshape(n_frames, height, width)
+        rx, ry = (sx - qx)[:, None, None], (sy - qy)[:, None, None]  # (m, 1, 1)
+        first = table_index[part].long() * size * size + (centre - qy.long()) * size + centre - qx.long()
+        at = first[:, None, None] + patch_table  # (m, P, P) flat index of sample j
+        unit = (1 - ry) * (1 - rx) * flat_tables[at]  # (m, P, P) the emitter's light per photon
+        unit += (1 - ry) * rx * flat_tables[at - 1]
+        unit += ry * (1 - rx) * flat_tables[at - size]
+        unit += ry * rx * flat_tables[at - size - 1]
+        own = emitter[rows]  # (n,)
+        keep = reach[own]
+        own, n_ph, frame = own[keep], photons[rows][keep].float(), frame_index[rows][keep].long()
+        values = unit[own - e0] * n_ph[:, None, None]  # (n, P, P)
+        where = (frame * canvas_h + row0[own].long() + pad) * canvas_w + col0[own].long() + pad  # (n,)
+        canvas.index_add_(0, (where[:, None, None] + patch_canvas).reshape(-1), values.reshape(-1))
+    canvas = canvas.reshape(n_frames, canvas_h, canvas_w)
+    return canvas[:, pad : pad + height, pad : pad + width].contiguous()

@@ -130,16 +130,9 @@ def _simulate(config: SimulationConfig, batch: int, window: int, generator, devi
     flat_frame = b * window + frame  # (N,) index into the B*T frames
 
     if pupil:
+        # emitter is ascending (torch.nonzero's order): each emitter's patch is read once
         signal = render_pupil(
-            x[emitter],
-            y[emitter],
-            photons,
-            table_index[emitter],
-            tables,
-            flat_frame,
-            batch * window,
-            height,
-            width,
+            x, y, photons, table_index, tables, flat_frame, batch * window, height, width, emitter=emitter
         )
     else:
         signal = render_expected(
