@@ -181,7 +181,7 @@ class SimBatch:
     frames: torch.Tensor  # (B, window, H, W) float32 ADU
     background: torch.Tensor  # (B, window, H, W) float32 expected background photons per pixel
     emitters: torch.Tensor  # (N, 6) float32 [b, t, x, y, photons, sigma]; x, y, sigma in pixels
-    psf_sigma_px: torch.Tensor  # (B,) the movie's PSF sigma in pixels
+    psf_sigma_px: torch.Tensor  # (B,) the movie's PSF sigma in pixels (a pupil PSF: Gaussian-equivalent)
 
 
 @dataclass
