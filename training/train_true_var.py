@@ -38,6 +38,25 @@ TRAINING_KEYS = {
     "sr_fraction": "sr_fraction",
     "device": "device",
 }
+# the wider simulated family (TrainConfig, train.py): the same names
+WIDE_KEYS = (
+    "wide_fraction",
+    "pupil_fraction",
+    "na",
+    "wavelength_nm",
+    "defocus_nm",
+    "defocus_spread_nm",
+    "spherical_waves",
+    "photon_distributions",
+    "background_blobs",
+    "background_blob_amplitude",
+    "camera_types",
+    "emccd_gain",
+    "scmos_read_noise_e",
+    "scmos_pixel_spread",
+    "scmos_offset_spread",
+)
+TRAINING_KEYS.update({key: key for key in WIDE_KEYS})
 
 
 def config_from_json(values: dict) -> TrainConfig:

@@ -20,7 +20,7 @@ import platform
 import random
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,11 @@ from .model.runtime import keep_freed_memory, resolve_device
 from .model.var import TrueVAREmitterPredictor
 from .progress import run_to_end
 from .simulation import SimulationConfig, simulate_batch, simulate_movie
+from .simulation.config import PHOTON_DISTRIBUTIONS
 
 VALIDATION_SEEDS = (5000, 5001)  # never used by the benchmark (>= 10000) nor by training batches
+CAMERA_TYPES = ("emccd", "scmos")
+SCMOS_E_PER_ADU = (0.25, 2.0)  # wide batches with an sCMOS camera: electrons per ADU, log-uniform
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.95, 0.05), 2))
 
 
@@ -55,6 +58,29 @@ class TrainConfig:
     background_photons: tuple[float, float] = (10.0, 150.0)
     background_variation: float = 0.3
     filament_fraction: float = 0.5  # batches with emitters on filaments rather than uniform
+    # The wider family: a batch is drawn from it with probability wide_fraction, else from the
+    # settings above exactly as without it. In a wide batch:
+    wide_fraction: float = 0.0
+    pupil_fraction: float = 0.5  # a pupil PSF (simulation/psf.py), else the Gaussian above
+    na: tuple[float, float] = (1.2, 1.5)  # pupil PSF ranges, drawn per movie
+    wavelength_nm: tuple[float, float] = (500.0, 700.0)
+    defocus_nm: tuple[float, float] = (-400.0, 400.0)
+    defocus_spread_nm: float = 0.0  # per-emitter depth, +-this around the movie's defocus
+    spherical_waves: tuple[float, float] = (-0.5, 0.5)  # Zernike Z(4,0) coefficient [waves]
+    # photons: one (distribution, low, high) per batch (SimulationConfig.photon_distribution);
+    # empty: photons and photon_distribution above
+    photon_distributions: tuple = ()
+    background_blobs: float = 0.0  # out-of-focus blobs per um^2: uniform in [0, this] per batch
+    background_blob_amplitude: float = 1.0  # a blob's peak: up to this x the background level
+    # camera: one of these per batch; empty: camera above. "emccd": the camera above at an EM gain
+    # log-uniform in emccd_gain (e_per_adu scaled with it: the same ADU per electron); "scmos":
+    # em_gain 1, read noise uniform in scmos_read_noise_e, e_per_adu log-uniform in SCMOS_E_PER_ADU,
+    # per-pixel read-noise and offset spreads uniform up to scmos_pixel_spread / scmos_offset_spread
+    camera_types: tuple[str, ...] = ()
+    emccd_gain: tuple[float, float] = (30.0, 300.0)
+    scmos_read_noise_e: tuple[float, float] = (1.0, 3.0)
+    scmos_pixel_spread: float = 0.3
+    scmos_offset_spread: float = 2.0  # ADU
     frame_size: int = 64
     steps: int = 3000
     batch_size: int = 16
@@ -75,6 +101,24 @@ class TrainConfig:
     resume: bool = False
     max_nonfinite_steps: int = 20  # NaN/inf losses or gradients in a row before training stops
 
+    def __post_init__(self) -> None:
+        self.photon_distributions = tuple(_photon_entry(e) for e in self.photon_distributions)
+        self.camera_types = tuple(self.camera_types)
+        for name in ("wide_fraction", "pupil_fraction"):
+            if not (0.0 <= getattr(self, name) <= 1.0):
+                raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for kind in self.camera_types:
+            if kind not in CAMERA_TYPES:
+                raise InputError(f"camera_types must hold {' or '.join(CAMERA_TYPES)}, got {kind!r}")
+        for name in ("emccd_gain", "scmos_read_noise_e"):
+            lo, hi = getattr(self, name)
+            if not (0 < lo <= hi):
+                raise InputError(f"{name} must be a range (low, high) with 0 < low <= high, got ({lo}, {hi})")
+        if self.emccd_gain[0] < 1:
+            raise InputError(f"emccd_gain must be >= 1, got {self.emccd_gain}")
+        if self.wide_fraction > 0:  # the widest settings must make a valid simulation
+            _wide(self, _simulation(replace(self, wide_fraction=0.0), random.Random(0)), _Widest())
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["camera"] = self.camera.to_dict()
@@ -83,7 +127,21 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         ranges = ("psf_sigma_nm", "photons", "density_per_um2", "background_photons", "scale_weights")
+        ranges += ("na", "wavelength_nm", "defocus_nm", "spherical_waves", "emccd_gain", "scmos_read_noise_e")
         return from_dict(cls, values, "training option", tuples=ranges)
+
+
+def _photon_entry(entry) -> tuple[str, float, float]:
+    """One ``photon_distributions`` entry: (distribution, low, high), checked."""
+    if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+        raise InputError(f"photon_distributions entries must be [distribution, low, high], got {entry!r}")
+    name, lo, hi = entry
+    if name not in PHOTON_DISTRIBUTIONS:
+        raise InputError(
+            f"photon distribution must be one of {', '.join(PHOTON_DISTRIBUTIONS)}, got {name!r}"
+        )
+    SimulationConfig(photons=(lo, hi), photon_distribution=name)  # InputError for a bad range
+    return (name, float(lo), float(hi))
 
 
 @dataclass(frozen=True)
@@ -105,7 +163,9 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def _simulation(cfg: TrainConfig, rng: random.Random, structure: str | None = None) -> SimulationConfig:
-    return SimulationConfig(
+    """The simulation of one training batch, drawn with ``rng``; without the wider family
+    (``wide_fraction`` 0) the draws are exactly those of the recipes made before it."""
+    sim = SimulationConfig(
         frame_size=(cfg.frame_size, cfg.frame_size),
         density_per_um2=rng.uniform(*cfg.density_per_um2),
         photons=cfg.photons,
@@ -117,6 +177,59 @@ def _simulation(cfg: TrainConfig, rng: random.Random, structure: str | None = No
         structure=structure or ("filaments" if rng.random() < cfg.filament_fraction else "uniform"),
         camera=cfg.camera,
     )
+    if cfg.wide_fraction > 0 and rng.random() < cfg.wide_fraction:
+        sim = _wide(cfg, sim, rng)
+    return sim
+
+
+class _Widest:
+    """A stand-in for ``random.Random`` that takes every option at its widest (to check settings)."""
+
+    def random(self) -> float:
+        return 0.0
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
+
+    def choice(self, options):
+        return options[-1]
+
+
+def _wide(cfg: TrainConfig, sim: SimulationConfig, rng) -> SimulationConfig:
+    """``sim`` moved into the wider family: PSF, photons, background blobs and camera (TrainConfig)."""
+    changes = {}
+    if rng.random() < cfg.pupil_fraction:
+        changes.update(
+            psf_model="pupil",
+            na=cfg.na,
+            wavelength_nm=cfg.wavelength_nm,
+            defocus_nm=cfg.defocus_nm,
+            defocus_spread_nm=cfg.defocus_spread_nm,
+            spherical_waves=cfg.spherical_waves,
+        )
+    if cfg.photon_distributions:
+        name, lo, hi = rng.choice(cfg.photon_distributions)
+        changes.update(photon_distribution=name, photons=(lo, hi))
+    if cfg.background_blobs > 0:
+        changes.update(
+            background_blobs=rng.uniform(0.0, cfg.background_blobs),
+            background_blob_amplitude=cfg.background_blob_amplitude,
+        )
+    if cfg.camera_types:
+        kind = rng.choice(cfg.camera_types)
+        if kind == "emccd":
+            gain = math.exp(rng.uniform(math.log(cfg.emccd_gain[0]), math.log(cfg.emccd_gain[1])))
+            e_per_adu = cfg.camera.e_per_adu * gain / cfg.camera.em_gain  # the same ADU per electron
+            changes.update(camera=replace(cfg.camera, em_gain=gain, e_per_adu=e_per_adu))
+        else:
+            e_per_adu = math.exp(rng.uniform(*(math.log(v) for v in SCMOS_E_PER_ADU)))
+            read_noise = rng.uniform(*cfg.scmos_read_noise_e)
+            changes.update(
+                camera=replace(cfg.camera, em_gain=1.0, e_per_adu=e_per_adu, read_noise_e=read_noise),
+                pixel_read_noise_spread=rng.uniform(0.0, cfg.scmos_pixel_spread),
+                pixel_offset_spread=rng.uniform(0.0, cfg.scmos_offset_spread),
+            )
+    return replace(sim, **changes)
 
 
 def validation_movies(cfg: TrainConfig, device) -> list:
@@ -280,10 +393,9 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
         for group in optimizer.param_groups:
             group["lr"] = lr
         # 3. a fresh simulated batch
-        batch = simulate_batch(
-            _simulation(cfg, rng), cfg.batch_size, window=window, generator=generator, device=device
-        )
-        x = cfg.camera.adu_to_photons(batch.frames)  # (B, window, H, W) photons
+        sim = _simulation(cfg, rng)
+        batch = simulate_batch(sim, cfg.batch_size, window=window, generator=generator, device=device)
+        x = sim.camera.adu_to_photons(batch.frames)  # (B, window, H, W) photons, the batch's own camera
         emitters = batch.emitters[batch.emitters[:, 1] == window // 2]
         background = batch.background[:, window // 2]
         num_levels = n_prog + (ncfg.extra_levels if rng.random() < cfg.sr_fraction else 0)

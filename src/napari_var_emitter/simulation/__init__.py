@@ -5,6 +5,7 @@ from napari_var_emitter.simulation import SimulationConfig, simulate_movie, writ
 
 from .config import Movie, SimBatch, SimulationConfig
 from .optics import apply_camera, render_expected
+from .psf import gaussian_equivalent_sigma_nm
 from .simulate import simulate_batch, simulate_movie, write_movie
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "SimBatch",
     "SimulationConfig",
     "apply_camera",
+    "gaussian_equivalent_sigma_nm",
     "render_expected",
     "simulate_batch",
     "simulate_movie",

@@ -15,8 +15,17 @@ from ..config_dicts import from_dict
 from ..errors import InputError
 from ..io.atomic import write_text
 from ..io.localizations import Localizations
+from .psf import N_IMMERSION, psf_radius_px
 
 STRUCTURES = ("uniform", "filaments")
+PSF_MODELS = ("gaussian", "pupil")
+PHOTON_DISTRIBUTIONS = ("uniform", "log-uniform", "exponential", "log-normal")
+PAIRS = ("frame_size", "photons", "psf_sigma_nm", "background_photons", "na", "wavelength_nm", "defocus_nm")
+PAIRS += ("spherical_waves",)
+NUMBERS = ("density_per_um2", "psf_sigma_jitter", "background_variation", "mean_on_frames")
+NUMBERS += ("defocus_spread_nm", "background_blobs", "background_blob_amplitude")
+NUMBERS += ("pixel_read_noise_spread", "pixel_offset_spread")
+MAX_PSF_RADIUS_PX = 32  # a pupil PSF's patch is at most 65 x 65 pixels
 
 
 @dataclass(frozen=True)
@@ -24,17 +33,34 @@ class SimulationConfig:
     frame_size: tuple[int, int] = (64, 64)  # (H, W) pixels
     density_per_um2: float = 0.3  # mean emitters ON per frame per square micrometre
     photons: tuple[float, float] = (1000.0, 8000.0)  # photons per frame when fully on, per emitter
-    photon_distribution: str = "uniform"  # of the photons over their range: "uniform" or "log-uniform"
+    # of each emitter's photons, with photons = (lo, hi): "uniform" over [lo, hi]; "log-uniform";
+    # "exponential": lo + Exp, mean hi (lo a floor); "log-normal": median sqrt(lo * hi), 95 % in [lo, hi]
+    photon_distribution: str = "uniform"
+    psf_model: str = (
+        "gaussian"  # "gaussian" (psf_sigma_nm) or "pupil" (simulation/psf.py: na ... spherical_waves)
+    )
     psf_sigma_nm: tuple[float, float] = (120.0, 120.0)  # Gaussian PSF sigma, uniform per movie
-    psf_sigma_jitter: float = 0.0  # relative per-emitter sigma variation (std), e.g. 0.05
+    psf_sigma_jitter: float = 0.0  # relative per-emitter sigma variation (std), e.g. 0.05; Gaussian only
+    na: tuple[float, float] = (1.4, 1.4)  # pupil PSF: numerical aperture, uniform per movie (< 1.518)
+    wavelength_nm: tuple[float, float] = (680.0, 680.0)  # pupil PSF: emission wavelength, uniform per movie
+    defocus_nm: tuple[float, float] = (0.0, 0.0)  # pupil PSF: signed defocus, uniform per movie
+    defocus_spread_nm: float = 0.0  # pupil PSF: per-emitter depth, uniform over +-this around the movie's
+    spherical_waves: tuple[float, float] = (0.0, 0.0)  # pupil PSF: Zernike Z(4,0) coefficient [waves]
     background_photons: tuple[float, float] = (20.0, 100.0)  # per pixel per frame, uniform per movie
     background_variation: float = 0.0  # relative amplitude of a smooth spatial variation (0..1)
+    background_blobs: float = 0.0  # large blurred blobs (out-of-focus light) per um^2, static per movie
+    background_blob_amplitude: float = 1.0  # a blob's peak: uniform in [0, this] x the background level
     structure: str = "uniform"  # "uniform" or "filaments" (smooth curved lines like microtubules)
     mean_on_frames: float = 3.0  # blinking: mean of the exponential on-time, in frames
     camera: Camera = field(default_factory=Camera)
+    # sCMOS: per-pixel read noise read_noise_e * exp(spread * N(0, 1)) [e-] (log-normal, median
+    # camera.read_noise_e) and per-pixel offset N(0, spread^2) [ADU] added to the baseline; one map
+    # each per movie (optics.camera_maps)
+    pixel_read_noise_spread: float = 0.0
+    pixel_offset_spread: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("frame_size", "photons", "psf_sigma_nm", "background_photons"):
+        for name in PAIRS:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)) and len(value) == 2:
                 object.__setattr__(self, name, tuple(value))
@@ -43,14 +69,15 @@ class SimulationConfig:
             for v in getattr(self, name):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                     raise InputError(f"simulation parameter {name} must hold finite numbers, got {value!r}")
-        for name in ("density_per_um2", "psf_sigma_jitter", "background_variation", "mean_on_frames"):
+        for name in NUMBERS:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise InputError(f"simulation parameter {name} must be a finite number, got {v!r}")
 
-        if self.photon_distribution not in ("uniform", "log-uniform"):
+        if self.photon_distribution not in PHOTON_DISTRIBUTIONS:
             raise InputError(
-                f"photon_distribution must be 'uniform' or 'log-uniform', got {self.photon_distribution!r}"
+                f"photon_distribution must be one of {', '.join(PHOTON_DISTRIBUTIONS)}, "
+                f"got {self.photon_distribution!r}"
             )
         h, w = self.frame_size
         if h != int(h) or w != int(w) or h < 4 or w < 4:
@@ -75,6 +102,42 @@ class SimulationConfig:
             raise InputError(f"mean_on_frames must be > 0, got {self.mean_on_frames}")
         if not isinstance(self.camera, Camera):
             raise InputError(f"camera must be a Camera, got {type(self.camera).__name__}")
+        self._check_pupil()
+        for name in ("background_blobs", "background_blob_amplitude", "pixel_read_noise_spread"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (0 <= self.pixel_offset_spread <= 1000):
+            raise InputError(f"pixel_offset_spread must be in [0, 1000] ADU, got {self.pixel_offset_spread}")
+        if self.pixel_read_noise_spread > 2:
+            raise InputError(f"pixel_read_noise_spread must be <= 2, got {self.pixel_read_noise_spread}")
+
+    def _check_pupil(self) -> None:
+        if self.psf_model not in PSF_MODELS:
+            raise InputError(f"psf_model must be one of {', '.join(PSF_MODELS)}, got {self.psf_model!r}")
+        for name, low, high in (
+            ("na", 0.3, N_IMMERSION),
+            ("wavelength_nm", 200.0, 2000.0),
+            ("defocus_nm", -2000.0, 2000.0),
+            ("spherical_waves", -1.0, 1.0),
+        ):
+            lo, hi = getattr(self, name)
+            if not (low <= lo <= hi <= high) or (name == "na" and hi >= high):
+                raise InputError(
+                    f"{name} must be a range (low, high) within [{low}, {high}], got ({lo}, {hi})"
+                )
+        if not (0 <= self.defocus_spread_nm <= 2000):
+            raise InputError(f"defocus_spread_nm must be in [0, 2000], got {self.defocus_spread_nm}")
+        if self.psf_model == "pupil" and self.psf_radius_px > MAX_PSF_RADIUS_PX:
+            raise InputError(
+                f"the pupil PSF needs a patch of radius {self.psf_radius_px} pixels (at most "
+                f"{MAX_PSF_RADIUS_PX}): raise na or pixel_size_nm, or lower wavelength_nm or defocus_nm"
+            )
+
+    @property
+    def psf_radius_px(self) -> int:
+        """Pupil PSF: the radius [pixels] of the patch that each emitter lights (psf.psf_radius_px)."""
+        defocus = max(abs(self.defocus_nm[0]), abs(self.defocus_nm[1])) + self.defocus_spread_nm
+        return psf_radius_px(self.na[0], self.wavelength_nm[1], defocus, self.pixel_size_nm)
 
     @property
     def pixel_size_nm(self) -> float:
@@ -118,7 +181,7 @@ class SimBatch:
     frames: torch.Tensor  # (B, window, H, W) float32 ADU
     background: torch.Tensor  # (B, window, H, W) float32 expected background photons per pixel
     emitters: torch.Tensor  # (N, 6) float32 [b, t, x, y, photons, sigma]; x, y, sigma in pixels
-    psf_sigma_px: torch.Tensor  # (B,) the movie's PSF sigma in pixels
+    psf_sigma_px: torch.Tensor  # (B,) the movie's PSF sigma in pixels (a pupil PSF: Gaussian-equivalent)
 
 
 @dataclass
@@ -130,3 +193,5 @@ class Movie:
     # emitters centred outside the frame whose light reaches it: not in the truth (no method can be
     # asked to find them), but they are the neighbours of in-frame emitters near the border
     outside: Localizations | None = None
+    read_noise_e_map: torch.Tensor | None = None  # (H, W) per-pixel read noise [e-] (pixel_read_noise_spread)
+    offset_adu_map: torch.Tensor | None = None  # (H, W) per-pixel offset [ADU] above the baseline

@@ -94,14 +94,38 @@ def _gamma_integer_shape(shape: torch.Tensor, generator: torch.Generator | None)
     return out
 
 
+def camera_maps(config, batch: int, generator, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per-pixel sCMOS maps, one per movie, each (B, H, W) or None where the config has none.
+
+    Read noise [e-]: ``camera.read_noise_e * exp(pixel_read_noise_spread * N(0, 1))``, a log-normal
+    map of median ``read_noise_e`` (a pixel's noise variance is its value squared); offset [ADU]:
+    ``N(0, pixel_offset_spread^2)``, added to the camera's baseline.
+    """
+    height, width = config.frame_size
+    read_noise = offset = None
+    if config.pixel_read_noise_spread > 0:
+        z = torch.randn((batch, height, width), generator=generator, device=device)
+        read_noise = config.camera.read_noise_e * torch.exp(config.pixel_read_noise_spread * z)
+    if config.pixel_offset_spread > 0:
+        z = torch.randn((batch, height, width), generator=generator, device=device)
+        offset = config.pixel_offset_spread * z
+    return read_noise, offset
+
+
 def apply_camera(
-    expected_photons: torch.Tensor, camera: Camera, generator: torch.Generator | None = None
+    expected_photons: torch.Tensor,
+    camera: Camera,
+    generator: torch.Generator | None = None,
+    read_noise_e: torch.Tensor | None = None,
+    offset_adu: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Noisy ADU frames (float32, whole numbers in [0, 65535]) from expected photons (background included).
 
     As docs/CONVENTIONS.md, section 2: Poisson(qe * photons) electrons; Gamma(electrons, em_gain) EM
     amplification when em_gain > 1; + Normal(0, read_noise_e); / e_per_adu + baseline; rounded and
-    clipped to uint16.
+    clipped to uint16. ``read_noise_e`` (per-pixel read noise [e-]) replaces the camera's single
+    value and ``offset_adu`` is added to the baseline, per pixel: maps that broadcast against the
+    frames (``camera_maps``).
     """
     rate = (camera.qe * expected_photons.float()).clamp_min(0.0)
     electrons = torch.poisson(rate, generator=generator)
@@ -110,10 +134,13 @@ def apply_camera(
         amplified = torch.zeros_like(electrons)
         amplified[lit] = _gamma_integer_shape(electrons[lit], generator) * camera.em_gain
         electrons = amplified
-    if camera.read_noise_e > 0:
+    read_noise = camera.read_noise_e if read_noise_e is None else read_noise_e
+    if read_noise_e is not None or camera.read_noise_e > 0:
         noise = torch.randn(
             electrons.shape, generator=generator, device=electrons.device, dtype=electrons.dtype
         )
-        electrons = electrons + camera.read_noise_e * noise
+        electrons = electrons + read_noise * noise
     adu = electrons / camera.e_per_adu + camera.baseline
+    if offset_adu is not None:
+        adu = adu + offset_adu
     return torch.round(adu).clamp_(0.0, 65535.0)

@@ -1,5 +1,5 @@
-"""The scene of a simulated movie: PSF widths and backgrounds per movie, emitter positions (uniform,
-or along filaments) and their blinking."""
+"""The scene of a simulated movie: PSFs and backgrounds per movie (smooth variation, out-of-focus
+blobs), emitter positions (uniform, or along filaments) and their brightness."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .psf import pupil_tables
+
 # Filament model: a few persistent random walks per movie, sampled every half pixel.
 _FILAMENTS_PER_MOVIE = 4
 _FILAMENT_STEP_PX = 0.5
 _FILAMENT_PERSISTENCE_PX = (15.0, 60.0)  # persistence length, uniform per filament
 _FILAMENT_JITTER_NM = 15.0  # emitter offset from the filament axis (label size), per axis
 MARGIN_SIGMAS = 3.0  # emitters are spawned this many PSF sigmas beyond the frame edge
+DEPTH_PLANES = 5  # pupil PSF with defocus_spread_nm: emitters on planes evenly spaced over +-spread
+BLOB_SIGMA_NM = (300.0, 1000.0)  # background blobs: Gaussian width, uniform per blob
 
 
 # --------------------------------------------------------------------------------------------------
@@ -30,6 +34,66 @@ def smooth_field(batch: int, height: int, width: int, generator, device) -> torc
     fine = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)[:, 0]  # (B, H, W)
     fine = fine - fine.mean(dim=(1, 2), keepdim=True)
     return fine / fine.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+
+
+def pupil_psfs(config, batch: int, generator, device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pupil PSF per movie, its parameters uniform over the config's ranges; with
+    ``defocus_spread_nm`` one per depth plane (Z = DEPTH_PLANES, else 1), movie-major.
+
+    Returns pixel tables (B*Z, S, S) (psf.py), their Gaussian-equivalent sigmas [pixels] (B*Z,) and Z.
+    """
+    na = uniform(*config.na, (batch,), generator, device)  # (B,)
+    wavelength = uniform(*config.wavelength_nm, (batch,), generator, device)
+    defocus = uniform(*config.defocus_nm, (batch,), generator, device)
+    spherical = uniform(*config.spherical_waves, (batch,), generator, device)
+    planes = DEPTH_PLANES if config.defocus_spread_nm > 0 else 1
+    offsets = torch.linspace(-config.defocus_spread_nm, config.defocus_spread_nm, planes, device=device)
+    depth = (defocus[:, None] + offsets[None, :]).reshape(-1)  # (B*Z,)
+    tables, sigma = pupil_tables(
+        na.repeat_interleave(planes),
+        wavelength.repeat_interleave(planes),
+        depth,
+        spherical.repeat_interleave(planes),
+        config.pixel_size_nm,
+        config.psf_radius_px,
+    )
+    return tables, sigma, planes
+
+
+def blob_field(config, level: torch.Tensor, batch: int, height: int, width: int, generator, device):
+    """(B, H, W) static out-of-focus light: Gaussian blobs (width BLOB_SIGMA_NM) centred over the frame
+    and a margin, ``background_blobs`` per um^2 (Poisson per movie), each of peak uniform in
+    [0, background_blob_amplitude] x the movie's background ``level`` (B,)."""
+    px = config.pixel_size_nm
+    margin = 2.0 * BLOB_SIGMA_NM[1] / px
+    area_um2 = (height + 2 * margin) * (width + 2 * margin) * (px / 1000.0) ** 2
+    mean = torch.full((batch,), config.background_blobs * area_um2, device=device)
+    counts = torch.poisson(mean, generator=generator).long()  # (B,)
+    k = max(int(counts.max()), 1)
+    present = torch.arange(k, device=device)[None, :] < counts[:, None]  # (B, K)
+    cx = uniform(-0.5 - margin, width - 0.5 + margin, (batch, k), generator, device)  # (B, K)
+    cy = uniform(-0.5 - margin, height - 0.5 + margin, (batch, k), generator, device)
+    sigma = uniform(*BLOB_SIGMA_NM, (batch, k), generator, device) / px
+    peak = uniform(0.0, config.background_blob_amplitude, (batch, k), generator, device)
+    peak = peak * level[:, None] * present  # (B, K)
+    cols = torch.arange(width, device=device, dtype=torch.float32)
+    rows = torch.arange(height, device=device, dtype=torch.float32)
+    gx = torch.exp(-0.5 * ((cols[None, None, :] - cx[..., None]) / sigma[..., None]) ** 2)  # (B, K, W)
+    gy = torch.exp(-0.5 * ((rows[None, None, :] - cy[..., None]) / sigma[..., None]) ** 2)  # (B, K, H)
+    return torch.einsum("bk,bky,bkx->byx", peak, gy, gx)
+
+
+def brightness(config, m: int, generator, device) -> torch.Tensor:
+    """(M,) photons per fully-on frame of M emitters (``photon_distribution`` over ``photons``)."""
+    lo, hi = config.photons
+    if config.photon_distribution == "log-uniform":  # as many dim emitters as bright ones
+        return torch.exp(uniform(math.log(lo), math.log(hi), (m,), generator, device))
+    if config.photon_distribution == "exponential":  # floor lo, mean hi
+        return lo - (hi - lo) * torch.log1p(-torch.rand((m,), generator=generator, device=device))
+    if config.photon_distribution == "log-normal":  # median sqrt(lo hi), 95 % within [lo, hi]
+        mu, sd = 0.5 * (math.log(lo) + math.log(hi)), (math.log(hi) - math.log(lo)) / (2 * 1.959964)
+        return torch.exp(mu + sd * torch.randn((m,), generator=generator, device=device))
+    return uniform(lo, hi, (m,), generator, device)
 
 
 def filament_points(batch, height, width, margin, generator, device):

@@ -1,4 +1,4 @@
-"""SMLM movie simulator (torch): blinking emitters, Gaussian PSF, background, EMCCD/sCMOS camera.
+"""SMLM movie simulator (torch): blinking emitters, Gaussian or pupil PSF, background, EMCCD/sCMOS camera.
 
 Everything is vectorised over emitters and frames, so it runs on any torch device and is fast
 enough to generate training data on the fly (see ``training/bench_simulator.py``).
@@ -11,6 +11,12 @@ Conventions (docs/CONVENTIONS.md, sections 1 and 2):
 * the camera turns expected photons into ADU exactly as docs/CONVENTIONS.md, section 2 says
   (``apply_camera``).
 
+The PSF is a Gaussian of width ``psf_sigma_nm`` integrated exactly over pixels (optics.py), or with
+``psf_model="pupil"`` a scalar pupil PSF drawn per movie (psf.py: NA, wavelength, defocus, spherical
+aberration), whose truth ``sigma`` is its Gaussian-equivalent width. The background is a level per
+movie, optionally with a smooth variation and static out-of-focus blobs (scene.py); an sCMOS camera
+may have per-pixel read noise and offset maps (optics.camera_maps).
+
 Blinking is DECODE-style: each emitter is ON for one continuous interval whose length is exponential
 with mean ``mean_on_frames``; in a frame that is only partly covered it emits the matching fraction of
 its photons. ``density_per_um2`` is the mean number of emitters that are ON (emit in) a frame, per
@@ -19,7 +25,6 @@ square micrometre of the frame.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +34,44 @@ from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..io.localizations import Localizations, to_csv
 from .config import Movie, SimBatch, SimulationConfig
-from .optics import apply_camera, render_expected
-from .scene import MARGIN_SIGMAS, filament_points, positions, smooth_field, uniform
+from .optics import apply_camera, camera_maps, render_expected
+from .psf import render_pupil
+from .scene import (
+    MARGIN_SIGMAS,
+    blob_field,
+    brightness,
+    filament_points,
+    positions,
+    pupil_psfs,
+    smooth_field,
+    uniform,
+)
 
 
 def _simulate(config: SimulationConfig, batch: int, window: int, generator, device):
     """Core of the simulator: B movies of ``window`` frames.
 
     Returns expected photons (B, T, H, W) with background, the background (B, T, H, W),
-    the in-frame emitter rows (N, 6) [b, t, x, y, photons, sigma] and psf sigma (B,).
+    the in-frame emitter rows (N, 6) [b, t, x, y, photons, sigma], psf sigma (B,) (a pupil PSF's
+    Gaussian-equivalent sigma) and the rows of emitters centred outside the frame.
     """
     height, width = config.frame_size
     px_nm = config.pixel_size_nm
+    pupil = config.psf_model == "pupil"
 
-    # 3.1 Per movie: PSF width and background level (+ smooth variation).
-    sigma_px = uniform(*config.psf_sigma_nm, (batch,), generator, device) / px_nm  # (B,)
+    # 3.1 Per movie: PSF and background level (+ smooth variation, + out-of-focus blobs).
+    if pupil:
+        tables, plane_sigma, planes = pupil_psfs(config, batch, generator, device)  # (B*Z, S, S), (B*Z,)
+        sigma_px = plane_sigma.reshape(batch, planes)[:, planes // 2]  # (B,) the movie's own defocus
+    else:
+        sigma_px = uniform(*config.psf_sigma_nm, (batch,), generator, device) / px_nm  # (B,)
     level = uniform(*config.background_photons, (batch,), generator, device)  # (B,)
     background = level[:, None, None].expand(batch, height, width).clone()  # (B, H, W)
     if config.background_variation > 0:
         field_bhw = smooth_field(batch, height, width, generator, device)
         background = background * (1.0 + config.background_variation * field_bhw)
+    if config.background_blobs > 0:
+        background = background + blob_field(config, level, batch, height, width, generator, device)
     background = background.clamp_min(0.0)
 
     # 3.2 How many emitters: a stationary on/off process over the padded field.
@@ -58,6 +81,8 @@ def _simulate(config: SimulationConfig, batch: int, window: int, generator, devi
     # The padded field holds `spread` times as many emitters as the frame: its area ratio for a
     # uniform scene, its length ratio of filament for filaments.
     margin = MARGIN_SIGMAS * config.psf_sigma_nm[1] * (1 + 2 * config.psf_sigma_jitter) / px_nm
+    if pupil:  # a pupil PSF's rings reach further: every emitter whose patch reaches the frame
+        margin = config.psf_radius_px + 0.5
     filaments = None
     if config.structure == "filaments":
         filaments = filament_points(batch, height, width, margin, generator, device)
@@ -84,13 +109,13 @@ def _simulate(config: SimulationConfig, batch: int, window: int, generator, devi
 
     # 3.3 Emitter properties.
     x, y = positions(config, movie, batch, margin, filaments, generator, device)  # (M,)
-    if config.photon_distribution == "log-uniform":  # as many dim emitters as bright ones
-        lo, hi = config.photons
-        brightness = torch.exp(uniform(math.log(lo), math.log(hi), (m,), generator, device))
-    else:
-        brightness = uniform(*config.photons, (m,), generator, device)  # photons per fully-on frame
+    full_photons = brightness(config, m, generator, device)  # (M,) photons per fully-on frame
     sigma = sigma_px[movie]
-    if config.psf_sigma_jitter > 0:
+    if pupil:  # each emitter's PSF: its movie's, at one of its depth planes
+        plane = torch.randint(0, planes, (m,), generator=generator, device=device) if planes > 1 else 0
+        table_index = movie * planes + plane  # (M,)
+        sigma = plane_sigma[table_index]
+    elif config.psf_sigma_jitter > 0:
         jitter = config.psf_sigma_jitter * torch.randn((m,), generator=generator, device=device)
         sigma = sigma * (1.0 + jitter).clamp(0.5, 1.5)
 
@@ -100,13 +125,20 @@ def _simulate(config: SimulationConfig, batch: int, window: int, generator, devi
         0
     )  # (M, T)
     emitter, frame = torch.nonzero(overlap > 0, as_tuple=True)  # (N,) each
-    photons = brightness[emitter] * overlap[emitter, frame]  # (N,)
+    photons = full_photons[emitter] * overlap[emitter, frame]  # (N,)
     b = movie[emitter]
     flat_frame = b * window + frame  # (N,) index into the B*T frames
 
-    signal = render_expected(
-        x[emitter], y[emitter], photons, sigma[emitter], flat_frame, batch * window, height, width
-    ).reshape(batch, window, height, width)
+    if pupil:
+        # emitter is ascending (torch.nonzero's order): each emitter's patch is read once
+        signal = render_pupil(
+            x, y, photons, table_index, tables, flat_frame, batch * window, height, width, emitter=emitter
+        )
+    else:
+        signal = render_expected(
+            x[emitter], y[emitter], photons, sigma[emitter], flat_frame, batch * window, height, width
+        )
+    signal = signal.reshape(batch, window, height, width)
     background_bthw = background[:, None].expand(batch, window, height, width)
     expected = signal + background_bthw  # (B, T, H, W)
 
@@ -143,7 +175,14 @@ def simulate_batch(
     expected, background, rows, sigma_px, _ = _simulate(
         config, int(batch_size), int(window), generator, device
     )
-    frames = apply_camera(expected, config.camera, generator)
+    read_noise, offset = camera_maps(config, int(batch_size), generator, device)  # (B, H, W) or None
+    frames = apply_camera(
+        expected,
+        config.camera,
+        generator,
+        read_noise_e=None if read_noise is None else read_noise[:, None],
+        offset_adu=None if offset is None else offset[:, None],
+    )
     return SimBatch(frames=frames, background=background.float(), emitters=rows, psf_sigma_px=sigma_px)
 
 
@@ -158,7 +197,10 @@ def simulate_movie(
     device = torch.device(device)
     generator = _make_generator(seed, device)
     expected, background, rows, _, outside = _simulate(config, 1, int(n_frames), generator, device)
-    frames = apply_camera(expected[0], config.camera, generator)  # (T, H, W)
+    read_noise, offset = camera_maps(config, 1, generator, device)  # (1, H, W) or None
+    read_noise = None if read_noise is None else read_noise[0]  # (H, W)
+    offset = None if offset is None else offset[0]
+    frames = apply_camera(expected[0], config.camera, generator, read_noise, offset)  # (T, H, W)
     background = background[0].float()  # (T, H, W)
 
     truth = _truth_table(rows, background, config)
@@ -166,7 +208,15 @@ def simulate_movie(
     unseen = Localizations(
         frame=out[:, 1].astype(np.int64), x=out[:, 2], y=out[:, 3], photons=out[:, 4], sigma=out[:, 5]
     )
-    return Movie(frames=frames, truth=truth, background=background, config=config, outside=unseen)
+    return Movie(
+        frames=frames,
+        truth=truth,
+        background=background,
+        config=config,
+        outside=unseen,
+        read_noise_e_map=read_noise,
+        offset_adu_map=offset,
+    )
 
 
 def _truth_table(rows: torch.Tensor, background: torch.Tensor, config: SimulationConfig) -> Localizations:
