@@ -391,7 +391,8 @@ def test_results_show_the_movie_rings_and_a_summary_in_a_fixed_order(make_napari
     assert all(viewer.layers[n].blending == "additive" for n in maps)
     assert not viewer.layers[f"{SAMPLE} super-resolution"].visible  # it would cover the movie
     points = viewer.layers[f"{SAMPLE} emitters"]
-    assert set(points.symbol) == {"ring"} and points.size.min() > 3  # hollow, about the spot's size
+    assert np.all(points.face_color[:, 3] == 0) and points.size.min() > 3  # hollow, the spot's size
+    assert np.all(points.border_color[:, 3] > 0) and len(np.unique(points.border_color, axis=0)) > 1
     # user-facing lengths in nm, as in the exported table
     widget.export_csv(tmp_path / "locs.csv")
     exported = read_csv(tmp_path / "locs.csv", 100.0)

@@ -94,11 +94,14 @@ class CameraForm(Container):
 
 
 class LevelChooser(Container):
-    """A row of check boxes, one per map level ("8x8", "16x16", ...): ``choices`` are the levels
-    offered, ``value`` the ones ticked. ``changed`` fires when a box is ticked or the choices change."""
+    """Check boxes, one per map level ("8x8", "16x16", ...), ``PER_ROW`` to a row: ``choices`` are
+    the levels offered, ``value`` the ones ticked. ``changed`` fires when a box is ticked or the
+    choices change."""
+
+    PER_ROW = 3
 
     def __init__(self, label: str = "maps to show") -> None:
-        super().__init__(layout="horizontal", label=label, labels=False)
+        super().__init__(layout="vertical", label=label, labels=False)
         self.margins = (0, 0, 0, 0)
         self._boxes: dict[str, CheckBox] = {}
         self._empty = Label(value="none")
@@ -115,8 +118,11 @@ class LevelChooser(Container):
             return
         self.clear()
         self._boxes = {name: CheckBox(text=name, value=False) for name in names}
-        for box in self._boxes.values():
-            self.append(box)  # a container relays its children's changes
+        boxes = list(self._boxes.values())
+        for start in range(0, len(boxes), self.PER_ROW):
+            row = Container(widgets=boxes[start : start + self.PER_ROW], layout="horizontal", labels=False)
+            row.margins = (0, 0, 0, 0)
+            self.append(row)  # containers relay their children's changes
         if not names:
             self._empty = Label(value="none")
             self.append(self._empty)

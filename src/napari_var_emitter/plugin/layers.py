@@ -26,7 +26,7 @@ NM_FEATURES = {"sigma": "sigma_nm", "uncertainty": "uncertainty_nm"}
 FEATURE_COLUMNS = tuple(NM_FEATURES.get(n, n) for n in Localizations.column_names() if n not in ("x", "y"))
 DEFAULT_PIXEL_SIZE_NM = 100.0
 RENDER_FACTOR = 8
-RING_SIGMAS = 4.0  # an emitter's ring: this many PSF sigmas across (its spot lies inside)
+RING_SIGMAS = 5.0  # an emitter's ring: this many PSF sigmas across (its spot lies inside)
 # Metadata key of every layer a prediction adds (its value: the input layer's name), so that the
 # plugin's own outputs (maps, render) are never offered as camera frames to predict on.
 OUTPUT_OF = "napari_var_emitter_output_of"
@@ -115,15 +115,18 @@ def points_to_locs(data, features=None, pixel_size_nm: float = DEFAULT_PIXEL_SIZ
 
 
 def points_kwargs(name: str, features: dict, size: float = 4.8, **extra) -> dict:
-    """Layer keyword arguments shared by every Points layer we add: hollow rings of ``size`` pixels
-    across (the spot they mark stays visible), coloured by probability when the layer has one
-    (viridis, 0 to 1), shown only in their own frame."""
-    kwargs = {"name": name, "features": features, "size": size, "symbol": "ring", "border_width": 0}
+    """Layer keyword arguments shared by every Points layer we add: hollow circles of ``size``
+    pixels across (the spot they mark stays visible), their outline coloured by probability when the
+    layer has one (viridis, 0 to 1), shown only in their own frame."""
+    kwargs = {"name": name, "features": features, "size": size, "face_color": "transparent"}
+    kwargs["border_width"] = 0.12  # of the size: a thin outline
     probability = np.asarray(features.get("probability", []), dtype=float)
     if len(probability) and np.isfinite(probability).any():
-        kwargs.update(face_color="probability", face_colormap="viridis", face_contrast_limits=(0.0, 1.0))
+        kwargs.update(
+            border_color="probability", border_colormap="viridis", border_contrast_limits=(0.0, 1.0)
+        )
     else:
-        kwargs.update(face_color="magenta")
+        kwargs.update(border_color="magenta")
     kwargs.update(extra)
     return kwargs
 

@@ -47,9 +47,9 @@ class _Plot(QWidget):
 class LinePlot(_Plot):
     """A line through ``values`` (optionally on a log scale), its last value in the caption."""
 
-    def __init__(self, title: str, log: bool = False, parent: QWidget | None = None, height: int = 90):
+    def __init__(self, title: str, log: bool = False, parent: QWidget | None = None, height=90, mean=False):
         super().__init__(title, parent, height)
-        self.log = log
+        self.log, self.mean = log, mean  # the caption gives the last value, or with ``mean`` the mean
         self.values: list[float] = []
 
     def clear(self) -> None:
@@ -70,7 +70,8 @@ class LinePlot(_Plot):
             return self.title
         scale = ", log scale" if self.log else ""
         low, high = min(self.values), max(self.values)
-        return f"{self.title} {self.values[-1]:.4g} (min {low:.4g}, max {high:.4g}{scale})"
+        value = f"mean {sum(self.values) / len(self.values):.4g}" if self.mean else f"{self.values[-1]:.4g}"
+        return f"{self.title} {value} (min {low:.4g}, max {high:.4g}{scale})"
 
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
         painter = QPainter(self)

@@ -51,6 +51,7 @@ CHECKPOINT_FILE = "checkpoint file"
 TITLE = "Predict emitters"
 MAX_DEFAULT_MAP_FRAMES = 500  # longer stacks show no maps unless levels are ticked
 MAX_MAP_BYTES = 2 << 30  # maps are kept in memory: more is refused before the run
+MIN_WIDTH = 400  # px: the form's fields and the status stay readable
 
 
 def _megabytes(n: int) -> str:
@@ -145,6 +146,7 @@ class PredictWidget(PanelWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scrolled(content))
+        self.setMinimumWidth(MIN_WIDTH)
 
         # 3. connections
         self.run_button.clicked.connect(self.run)
@@ -452,7 +454,8 @@ class PredictWidget(PanelWidget):
         from ..analysis.summary import summarize
 
         job, outcome = self.outcome.job, self.outcome
-        model = outcome.choice.describe() if outcome.choice is not None else job.options.model
+        choice = outcome.choice
+        model = f"{choice.label} ({choice.reason})" if choice is not None else job.options.model
         return summarize(
             outcome.localizations,
             job.stop - job.first,

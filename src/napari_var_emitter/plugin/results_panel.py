@@ -19,7 +19,7 @@ class ResultsPanel(QWidget):
         super().__init__(parent)
         self.text = QLabel("")
         self.text.setWordWrap(True)
-        self.per_frame = LinePlot("emitters per frame")
+        self.per_frame = LinePlot("emitters per frame:", mean=True)
         self.photons = HistogramPlot("photons", "photons")
         self.precision = HistogramPlot("precision", "nm")
         self.legend = ColorBar()

@@ -31,17 +31,20 @@ def make_sample_movie():
     if hasattr(frames, "detach"):
         frames = frames.detach().cpu().numpy()
     frames = np.asarray(frames, dtype=np.float32)
+    low, high = np.percentile(frames, [1.0, 99.9])  # the spots visible, not only the brightest
     image_kwargs = {
         "name": SAMPLE_NAME,
         "colormap": "gray",
+        "contrast_limits": (float(low), float(high)),
         "metadata": {"camera": camera.to_dict(), "pixel_size_nm": camera.pixel_size_nm},
     }
     data, features = locs_to_points(movie.truth, ndim=3, pixel_size_nm=camera.pixel_size_nm)
     truth_kwargs = points_kwargs(  # crosses: the predicted emitters are rings
         f"{SAMPLE_NAME} ground truth",
         features,
-        size=2.5,
+        size=2.0,
         face_color="cyan",
+        border_width=0,
         symbol="cross",
         opacity=0.8,
         metadata={"pixel_size_nm": camera.pixel_size_nm},
