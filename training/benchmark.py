@@ -53,8 +53,7 @@ on emitters of over 1,000 photons that are isolated (no other emitter within 1 u
 centred just outside the frame) and whose PSF lies in the frame (3 sigma from its edges).
 frames/s: wall time of the localization call including conversion to a
 Localizations table, after an untimed warm-up on the same frames (numba JIT, torch first calls,
-compilation, and the one-time set-up of each batch shape; until the seventh session the warm-up was
-one batch, which left the short last batch's set-up in the clock).
+compilation, and the one-time set-up of each batch shape, the short last batch's too).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from ..errors import InputError, VarEmitterError
 from ..io.frames import MIN_FRAME_SIZE, check_frame_shape
 from ..io.localizations import Localizations
 from ..localize.options import PredictOptions
+from .session import Scene
 from .worker_panel import relay_errors
 
 
@@ -118,6 +119,37 @@ def measure_camera(frames, pixel_size_nm: float):
     from ..calibration import calibrate
 
     return calibrate(frames, pixel_size_nm=pixel_size_nm, n_bootstrap=50)
+
+
+def summarize_outcome(outcome: PredictOutcome):
+    """The :class:`~..analysis.summary.Summary` of a run: counts, photons, precision, density, and
+    the camera and model it used."""
+    from ..analysis.summary import summarize
+
+    job, choice = outcome.job, outcome.choice
+    return summarize(
+        outcome.localizations,
+        job.stop - job.first,
+        tuple(int(v) for v in job.data.shape[-2:]),
+        outcome.camera.pixel_size_nm,
+        first_frame=job.first,
+        camera=outcome.camera,
+        camera_source="measured from the frames" if outcome.calibration is not None else job.camera_source,
+        model=f"{choice.label} ({choice.reason})" if choice is not None else job.options.model,
+    )
+
+
+def scene_of(outcome: PredictOutcome, summary) -> Scene | None:
+    """What the movie of a run looks like to a simulation: its PSF width, background and density
+    (None where the run found nothing to say it)."""
+    locs = outcome.localizations
+    background = float(np.nanmedian(locs.background)) if len(locs) else math.nan
+    if not math.isfinite(background) and outcome.calibration is not None:
+        background = outcome.calibration.background_photons
+    if not (math.isfinite(background) and math.isfinite(summary.density_per_um2)):
+        return None
+    psf = outcome.options.psf_sigma_nm or outcome.job.model.psf_sigma_nm
+    return Scene(outcome.job.source, float(psf), float(background), float(summary.density_per_um2))
 
 
 def level_names(model, frame_shape: tuple[int, int], sr_factor: int = 1) -> list[str]:

@@ -10,12 +10,10 @@ Bad input is reported in the status line and as a notification, and nothing else
 
 from __future__ import annotations
 
-import math
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QPushButton, QVBoxLayout, QWidget
@@ -27,7 +25,7 @@ from ..io.localizations import PICASSO_SUFFIXES
 from ..io.tables import write_localizations
 from ..localize.options import DEVICES, PredictOptions
 from . import layers as L
-from .camera_section import DEFAULTS, ENTERED, MEASURED, CameraSection
+from .camera_section import DEFAULTS, ENTERED, CameraSection
 from .forms import LevelChooser, scrolled
 from .predict_job import (
     PredictJob,
@@ -36,9 +34,11 @@ from .predict_job import (
     check_image_layer,
     level_names,
     run_prediction,
+    scene_of,
+    summarize_outcome,
 )
 from .results_panel import ResultsPanel
-from .session import SESSION, Scene, disconnect_when_destroyed
+from .session import SESSION, disconnect_when_destroyed
 from .worker_panel import PanelWidget, WorkerPanel
 
 if TYPE_CHECKING:
@@ -434,38 +434,13 @@ class PredictWidget(PanelWidget):
         self.status.setText(text)
         summary = self.summary()
         self.results.show_summary(summary, outcome.threshold)
-        self._publish_scene(outcome, summary)
-
-    def _publish_scene(self, outcome: PredictOutcome, summary) -> None:
-        """What "Train for this movie" (the train widget) simulates: this movie's PSF width,
-        background and density."""
-        locs = outcome.localizations
-        background = np.nanmedian(locs.background) if len(locs) else math.nan
-        if not math.isfinite(background) and outcome.calibration is not None:
-            background = outcome.calibration.background_photons
-        psf = outcome.options.psf_sigma_nm or outcome.job.model.psf_sigma_nm
-        if math.isfinite(background) and math.isfinite(summary.density_per_um2):
-            SESSION.set_scene(
-                Scene(outcome.job.source, float(psf), float(background), summary.density_per_um2)
-            )
+        scene = scene_of(outcome, summary)
+        if scene is not None:  # what "Train for this movie" (the train widget) simulates
+            SESSION.set_scene(scene)
 
     def summary(self):
         """The :class:`~..analysis.summary.Summary` of the last run."""
-        from ..analysis.summary import summarize
-
-        job, outcome = self.outcome.job, self.outcome
-        choice = outcome.choice
-        model = f"{choice.label} ({choice.reason})" if choice is not None else job.options.model
-        return summarize(
-            outcome.localizations,
-            job.stop - job.first,
-            tuple(int(v) for v in job.data.shape[-2:]),
-            outcome.camera.pixel_size_nm,
-            first_frame=job.first,
-            camera=outcome.camera,
-            camera_source=MEASURED if outcome.calibration is not None else job.camera_source,
-            model=model,
-        )
+        return summarize_outcome(self.outcome)
 
     # --- export ------------------------------------------------------------------------------
     def _export_clicked(self) -> None:
