@@ -49,7 +49,7 @@ def _add_options(group, flags) -> None:
     for name, flag, kind in flags:
         text = PredictOptions.help(name).replace("%", "%%")
         if kind == "on":
-            group.add_argument(flag, dest=name, action="store_false", help=f"off: {text}")
+            group.add_argument(flag, dest=name, action="store_false", help=f"turns this off: {text}")
         elif kind == "flag":
             group.add_argument(flag, dest=name, action="store_true", help=text)
         else:

@@ -12,13 +12,22 @@ def add(sub) -> None:
     p = sub.add_parser(
         "simulate", help="simulate an SMLM movie: frames.tif, truth.csv, camera/simulation JSON"
     )
-    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument(
+        "out_dir", metavar="OUT_DIR", help="folder to write frames.tif, truth.csv and the JSON files to"
+    )
     p.add_argument("--frames", type=int, default=100, help="number of frames")
     p.add_argument(
         "--size", type=int, nargs="+", default=[64], metavar=("H", "W"), help="frame size H [W] px"
     )
     p.add_argument("--density", type=float, default=0.3, help="emitters ON per frame per square micrometre")
-    p.add_argument("--photons", type=float, nargs=2, default=(1000.0, 8000.0), metavar=("LO", "HI"))
+    p.add_argument(
+        "--photons",
+        type=float,
+        nargs=2,
+        default=(1000.0, 8000.0),
+        metavar=("LO", "HI"),
+        help="photons per emitter per frame when fully on, uniform in this range (default 1000 8000)",
+    )
     p.add_argument("--psf-sigma-nm", type=float, default=120.0, help="Gaussian PSF sigma [nm]")
     p.add_argument(
         "--background",
@@ -28,9 +37,14 @@ def add(sub) -> None:
         metavar=("LO", "HI"),
         help="background photons per pixel per frame (uniform per movie)",
     )
-    p.add_argument("--structure", choices=("uniform", "filaments"), default="uniform")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--structure",
+        choices=("uniform", "filaments"),
+        default="uniform",
+        help="emitters placed uniformly, or along curved filaments as on microtubules",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same movie")
+    p.add_argument("--quiet", action="store_true", help="no summary line on stderr")
     add_camera_flags(p)
     p.set_defaults(run=run)
 

@@ -18,12 +18,22 @@ def add(sub) -> None:
     p.add_argument("--preset", default=d.preset, help="model preset: default or seed")
     p.add_argument("--init-from", default=None, help='"bundled" or a checkpoint to fine-tune')
     p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--psf-sigma-nm", type=float, nargs=2, default=d.psf_sigma_nm, metavar=("LO", "HI"))
-    p.add_argument("--photons", type=float, nargs=2, default=d.photons, metavar=("LO", "HI"))
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"simulated frames per step (default {d.batch_size})",
+    )
+    p.add_argument(
+        "--lr", type=float, default=d.lr, help=f"peak learning rate, cosine decay (default {d.lr:g})"
+    )
+    p.add_argument(
+        "--val-every", type=int, default=d.val_every, help="validate and save the checkpoint every N steps"
+    )
+    pair = dict(type=float, nargs=2, metavar=("LO", "HI"))
+    p.add_argument("--psf-sigma-nm", default=d.psf_sigma_nm, help="Gaussian PSF sigma range [nm]", **pair)
+    p.add_argument("--photons", default=d.photons, help="photons per emitter per frame, range", **pair)
     p.add_argument(
         "--density",
         type=float,
@@ -32,9 +42,11 @@ def add(sub) -> None:
         metavar=("LO", "HI"),
         help="emitters per square micrometre, drawn per batch",
     )
-    p.add_argument("--background", type=float, nargs=2, default=d.background_photons, metavar=("LO", "HI"))
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument(
+        "--background", default=d.background_photons, help="background photons per pixel, range", **pair
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the training batches")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to train")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_camera_flags(p)
     p.set_defaults(run=run)

@@ -43,7 +43,7 @@ class PredictOptions:
     mode: str = _option(
         "progressive",
         "progressive: the levels up to the camera's pixels; super_resolution: the chain continued to a "
-        "finer grid (see sr_factor)",
+        "grid finer than the camera's (see the super-resolution factor)",
         choices=MODES,
     )
     sr_factor: int = _option(2, "super-resolution: output cells per camera pixel")
@@ -55,7 +55,8 @@ class PredictOptions:
     psf_sigma_nm: float | None = _option(
         None,
         "the PSF's Gaussian sigma [nm] that the fit uses (the refinement, the classical baseline); "
-        "default: the model's own (the classical baseline: 1.2 camera pixels)",
+        "default: the model's own, or the one measured with the camera (the classical baseline: 1.2 "
+        "camera pixels)",
     )
     refine: bool = _option(
         True,
@@ -84,7 +85,7 @@ class PredictOptions:
         "(64 px, with 8 px of context) instead of over the whole frame",
     )
     tile_size: int | None = _option(
-        DEFAULT_TILE_SIZE, "frames larger than this (px) are cut into overlapping tiles; None: never"
+        DEFAULT_TILE_SIZE, "frames larger than this (px) are cut into overlapping tiles (0 or None: never)"
     )
     tile_margin: int = _option(DEFAULT_MARGIN, "tile overlap on each side [px]")
     batch_size: int | None = _option(
