@@ -38,7 +38,7 @@ from ..errors import InputError
 LEVEL_SIGMA_PX = 4.0  # scale of the background level: wider than a spot, narrower than illumination
 MATCHED_SIGMA_PX = 1.0  # detection filter
 DEFAULT_PSF_SIGMA_PX = 1.3  # before the PSF is measured
-DETECT_SIGMAS = 4.0  # spot threshold, in robust noise deviations of the filtered excess
+DETECT_SIGMAS = 3.0  # spot threshold, in robust noise deviations of the filtered excess
 BRIGHT_SIGMAS = 15.0  # spots fitted for the PSF width
 MAX_PSF_SPOTS = 100  # isolated bright spots fitted
 MAX_ELONGATION = 1.2  # larger sigma_x / sigma_y: two emitters seen as one
