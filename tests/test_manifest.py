@@ -50,4 +50,5 @@ def test_manifest_contributions():
     assert [w.layer_types for w in contributions.writers] == [["points"]]
     assert contributions.writers[0].filename_extensions == [".csv", ".hdf5", ".h5"]
     assert contributions.readers[0].filename_patterns == ["*.csv", "*.hdf5", "*.h5"]
+    assert contributions.readers[1].filename_patterns == ["*.nd2", "*.czi", "*.zarr"]
     assert all(c.id.startswith("napari-var-emitter.") for c in contributions.commands)
