@@ -99,3 +99,21 @@ def test_predict_results_above_the_limit_show_their_render_and_a_subsample():
         small, "movie", FRAME_SHAPE, (1, 1, 1), (0, 0, 0), render_factor=4
     )
     assert not image_kwargs["visible"] and len(data) == 1000 and L.TABLE not in kwargs["metadata"]
+
+
+def test_the_points_benchmark_runs_and_prints_its_table(make_napari_viewer, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+    import bench_points
+
+    make_napari_viewer()  # a Qt application under pytest-qt, closed with the test
+    assert bench_points.main(["--sizes", "2000,5000", "--limit", "3000"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[1:3] for row in rows] == [
+        [" 2,000 ", " all points "],
+        [" 5,000 ", " all points "],
+        [" 5,000 ", " render + 3,000 points "],
+    ]
+    assert all(float(v) >= 0 for row in rows for v in row.split("|")[3:6])
