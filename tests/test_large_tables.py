@@ -51,8 +51,9 @@ def test_two_million_localizations_open_as_a_render_and_a_subsample_and_stay_res
     added = time.perf_counter() - start
     viewer.screenshot(canvas_only=True)
     drawn = time.perf_counter() - start - added
-    viewer.camera.center = (0, 64, 64)
-    viewer.camera.zoom *= 2
+    camera = getattr(viewer, "scene", viewer).camera  # napari 0.9 moved it to the scene
+    camera.center = (0, 64, 64)
+    camera.zoom *= 2
     viewer.dims.set_current_step(0, 10_000)
     viewer.screenshot(canvas_only=True)
     panned = time.perf_counter() - start - added - drawn

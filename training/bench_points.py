@@ -59,8 +59,9 @@ def time_viewer(locs: Localizations, subsample: bool, limit: int) -> tuple[float
         added = time.perf_counter()
         viewer.screenshot(canvas_only=True)
         drawn = time.perf_counter()
-        viewer.camera.center = (0, FRAME_SHAPE[0] / 4, FRAME_SHAPE[1] / 4)
-        viewer.camera.zoom *= 2
+        camera = getattr(viewer, "scene", viewer).camera  # napari 0.9 moved it to the scene
+        camera.center = (0, FRAME_SHAPE[0] / 4, FRAME_SHAPE[1] / 4)
+        camera.zoom *= 2
         viewer.dims.set_current_step(0, N_FRAMES // 2)
         viewer.screenshot(canvas_only=True)
         panned = time.perf_counter()
