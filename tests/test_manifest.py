@@ -42,8 +42,13 @@ def test_manifest_contributions():
     manifest = PluginManifest.from_distribution("napari-var-emitter")
     contributions = manifest.contributions
     assert [s.display_name for s in contributions.sample_data] == ["Simulated SMLM movie"]
-    assert sorted(w.display_name for w in contributions.widgets) == ["Predict emitters", "Train model"]
+    assert sorted(w.display_name for w in contributions.widgets) == [
+        "Analyze localizations",
+        "Predict emitters",
+        "Train model",
+    ]
     assert [w.layer_types for w in contributions.writers] == [["points"]]
     assert contributions.writers[0].filename_extensions == [".csv", ".hdf5", ".h5"]
     assert contributions.readers[0].filename_patterns == ["*.csv", "*.hdf5", "*.h5"]
+    assert contributions.readers[1].filename_patterns == ["*.nd2", "*.czi", "*.zarr"]
     assert all(c.id.startswith("napari-var-emitter.") for c in contributions.commands)

@@ -19,7 +19,11 @@ def add(sub) -> None:
     p = sub.add_parser(
         "calibrate", help="measure the camera (offset, gain, noise) and the PSF width from frames"
     )
-    p.add_argument("frames", metavar="FRAMES", help="TIFF stack (T, Y, X) or single frame, in ADU")
+    p.add_argument(
+        "frames",
+        metavar="FRAMES",
+        help="camera frames (T, Y, X) or one frame, in ADU (the formats of predict)",
+    )
     p.add_argument(
         "--camera-type",
         choices=CAMERA_TYPES,
@@ -27,7 +31,12 @@ def add(sub) -> None:
         help="the camera's kind, where known: an EMCCD's noise grows twice as fast as an sCMOS's at "
         "the same gain, which the data tell apart only when the background spans several levels",
     )
-    p.add_argument("--pixel-size-nm", type=float, default=None, help="pixel size [nm] (default 100)")
+    p.add_argument(
+        "--pixel-size-nm",
+        type=float,
+        default=None,
+        help="pixel size [nm] (default: the file's, else 100)",
+    )
     p.add_argument("--qe", type=float, default=None, help="quantum efficiency (default 0.9)")
     p.add_argument("--baseline", type=float, default=None, help="the camera's offset [ADU], where known")
     p.add_argument(
@@ -51,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     frames = open_frames(args.frames)
     dark = open_frames(args.dark) if args.dark else None
     kwargs = {k: getattr(args, k) for k in ("pixel_size_nm", "baseline") if getattr(args, k) is not None}
+    if "pixel_size_nm" not in kwargs:
+        from ..io.formats import frames_metadata
+
+        kwargs.update({k: v for k, v in frames_metadata(args.frames).items() if k == "pixel_size_nm"})
     if args.qe is not None:
         kwargs["qe"] = args.qe
     try:

@@ -75,8 +75,14 @@ def _metavar(name: str) -> str | None:
 
 
 def add(sub) -> None:
-    p = sub.add_parser("predict", help="localize emitters in a TIFF stack and write a localization table")
-    p.add_argument("frames", metavar="FRAMES", help="TIFF stack (T, Y, X) or single frame, in ADU")
+    p = sub.add_parser("predict", help="localize emitters in camera frames and write a localization table")
+    p.add_argument(
+        "frames",
+        metavar="FRAMES",
+        help="camera frames (T, Y, X) or one frame, in ADU: TIFF, OME-TIFF or BigTIFF; a Zarr store; "
+        "Nikon .nd2 or Zeiss .czi (the formats extra); a pixel size recorded in the file is used "
+        "unless given",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -111,26 +117,44 @@ def options_from(args: argparse.Namespace, camera: Camera, psf_sigma_nm: float |
     return PredictOptions(camera=camera, **values)
 
 
-def choose_camera(args: argparse.Namespace, frames) -> tuple[Camera, str, float | None, str]:
+def choose_camera(
+    args: argparse.Namespace, frames, recorded: dict | None = None
+) -> tuple[Camera, str, float | None, str]:
     """(camera, where it came from, PSF sigma in nm or None, where that came from): ``--camera auto``
-    measures both from the frames (:mod:`..calibration`); flags given on the command line win."""
+    measures both from the frames (:mod:`..calibration`); flags given on the command line win.
+    ``recorded``: camera values the frames' file records (:func:`..io.formats.frames_metadata`),
+    which take the place of the defaults (not of a camera file's values)."""
     psf, psf_source = args.psf_sigma_nm, "given" if args.psf_sigma_nm is not None else ""
+    recorded = dict(recorded or {})
     if args.camera == "auto":
         from ..calibration import calibrate
 
-        kwargs = {
-            k: v for k, v in given_camera_values(args).items() if k in ("pixel_size_nm", "baseline", "qe")
-        }
+        given = given_camera_values(args)
+        kwargs = {k: v for k, v in {**recorded, **given}.items() if k in ("pixel_size_nm", "baseline", "qe")}
         measured = calibrate(frames, n_bootstrap=0, **kwargs)
         camera, source = camera_from(args, measured.camera()), "measured from the frames"
         if psf is None and math.isfinite(measured.psf_sigma_nm):
             psf, psf_source = float(measured.psf_sigma_nm), "measured from the frames"
     else:
-        camera = camera_from(args)
+        base = None if args.camera else Camera.from_dict({**Camera().to_dict(), **recorded})
+        camera = camera_from(args, base)
         source = f"from {args.camera}" if args.camera else "given" if given_camera_values(args) else "default"
     if given_camera_values(args) and args.camera:
         source += ", flags given beside it"
     return camera, source, psf, psf_source
+
+
+def from_the_file(args: argparse.Namespace, recorded: dict) -> str:
+    """The camera values of the frames' file that the run used, in words ("" for none): those no
+    flag and no camera file gave (``--camera auto`` measures all but the pixel size)."""
+    if args.camera and args.camera != "auto":
+        return ""
+    used = {k: v for k, v in recorded.items() if getattr(args, k, None) is None}
+    if args.camera == "auto":
+        used = {k: v for k, v in used.items() if k in ("pixel_size_nm", "baseline", "qe")}
+    names = {"pixel_size_nm": ("pixel size", " nm"), "em_gain": ("EM gain", "")}
+    words = [f"{names.get(k, (k, ''))[0]} {v:g}{names.get(k, (k, ''))[1]}" for k, v in used.items()]
+    return f"{', '.join(words)} from the file" if words else ""
 
 
 def camera_warnings(frames, camera: Camera) -> list[str]:
@@ -144,6 +168,7 @@ def camera_warnings(frames, camera: Camera) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.formats import frames_metadata
     from ..io.frames import as_frames
     from ..io.localizations import Localizations
     from ..io.stream import close_frames, csv_stream, open_frames
@@ -163,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         as_frames(frames[:1])  # checks dtype, shape and size before loading the model
         n_frames, height, width = frames.shape
-        camera, camera_source, psf, psf_source = choose_camera(args, frames)
+        recorded = frames_metadata(args.frames)
+        camera, camera_source, psf, psf_source = choose_camera(args, frames, recorded)
         options = options_from(args, camera, psf)
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
@@ -198,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{camera.e_per_adu:.4g} e-/ADU, EM gain {camera.em_gain:g}; "
                 f"PSF sigma {used_psf:.0f} nm ({psf_from})"
             )
+            if from_the_file(args, recorded):
+                where += f"; {from_the_file(args, recorded)}"
             n_locs = write.rows if kind == "csv" else sum(len(p) for p in parts)
             if kind != "csv":
                 write_localizations(

@@ -123,16 +123,21 @@ def read_frames(path: str | Path) -> np.ndarray:
     """Read a TIFF stack ``(T, Y, X)`` or a single frame ``(Y, X)`` as ``(T, Y, X)``.
 
     The stack is memory-mapped when it is stored uncompressed and contiguously, so that only the
-    frames that are used are read. The dtype is the file's; pass it through :func:`as_frames`
-    to validate and convert. Raises :class:`InputError` for a missing file, one that is not a
-    readable TIFF, a damaged or truncated one, an RGB image, or frames larger than
-    ``MAX_FRAME_PIXELS`` (checked from the header, before reading).
+    frames that are used are read. A Zarr store, an ND2 or a CZI file gives the lazy stack of
+    :func:`.formats.open_acquisition` (an array-like read where it is indexed). The dtype is the
+    file's; pass it through :func:`as_frames` to validate and convert. Raises :class:`InputError`
+    for a missing file, one that is not a readable TIFF, a damaged or truncated one, an RGB image,
+    or frames larger than ``MAX_FRAME_PIXELS`` (checked from the header, before reading).
     """
     import tifffile
+
+    from .formats import frames_format, open_acquisition
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"no such file: {path}")
+    if frames_format(path) != "tiff":
+        return open_acquisition(path)
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a TIFF file")
     with tifffile_warnings() as messages:

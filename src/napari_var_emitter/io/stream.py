@@ -29,7 +29,7 @@ from .frames import check_frame_shape, raise_if_damaged, read_frames, tifffile_w
 from .localizations import Localizations, check_pixel_size, csv_header, csv_rows
 
 
-class _LazyStack:
+class LazyStack:
     """A ``(T, Y, X)`` stack read from its file only where it is indexed, like a memory map.
 
     Indexing with an integer, a slice or a tuple starting with one returns numpy arrays. Keeps the
@@ -80,7 +80,7 @@ class _LazyStack:
         self.close()
 
 
-class RawTiffStack(_LazyStack):
+class RawTiffStack(LazyStack):
     """An uncompressed, contiguous TIFF stack read with plain file reads.
 
     Unlike a memory map, the frames read do not stay in the process's memory (a map keeps every
@@ -113,7 +113,7 @@ class RawTiffStack(_LazyStack):
         self._handle.close()
 
 
-class TiffPageStack(_LazyStack):
+class TiffPageStack(LazyStack):
     """A TIFF stack stored one page per frame (compressed, or scattered), decoded page by page."""
 
     def __init__(self, path: Path, tif, pages, shape: tuple[int, int, int], dtype):
@@ -178,12 +178,17 @@ class TiffPageStack(_LazyStack):
 
 
 def open_frames(path: str | Path):
-    """A TIFF stack ``(T, Y, X)`` that reads only the frames that are indexed (module docstring):
-    a :class:`RawTiffStack` where the file is uncompressed and contiguous, else a
-    :class:`TiffPageStack` where it is one page per frame, else the array of
-    :func:`.io.read_frames`. Raises :class:`InputError` as ``read_frames`` does.
+    """A stack ``(T, Y, X)`` that reads only the frames that are indexed (module docstring):
+    a :class:`RawTiffStack` where the TIFF (OME-TIFF, BigTIFF) is uncompressed and contiguous, else
+    a :class:`TiffPageStack` where it is one page per frame, else the array of
+    :func:`.io.read_frames`; a Zarr store, an ND2 or a CZI file as the stacks of :mod:`.formats`.
+    Raises :class:`InputError` as ``read_frames`` does.
     """
+    from .formats import frames_format, open_acquisition
+
     path = Path(path)
+    if frames_format(path) != "tiff":
+        return open_acquisition(path)
     data = read_frames(path) if not _paged(path) else None  # its checks and messages; a map
     if data is None:
         stack = TiffPageStack.open(path)
@@ -209,7 +214,7 @@ def _paged(path: Path) -> bool:
 
 def close_frames(frames) -> None:
     """Close what :func:`open_frames` opened (a no-op for arrays and memory maps)."""
-    if isinstance(frames, _LazyStack):
+    if isinstance(frames, LazyStack):
         frames.close()
 
 

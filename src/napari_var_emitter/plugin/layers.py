@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..analysis.render import render_gaussians
+from ..analysis.render import render_gaussians, render_histogram
 from ..io.localizations import Localizations
 
 LayerDataTuple = tuple[Any, dict, str]
@@ -30,6 +30,11 @@ RING_SIGMAS = 5.0  # an emitter's ring: this many PSF sigmas across (its spot li
 # Metadata key of every layer a prediction adds (its value: the input layer's name), so that the
 # plugin's own outputs (maps, render) are never offered as camera frames to predict on.
 OUTPUT_OF = "napari_var_emitter_output_of"
+# Above this many rows a Points layer shows a random subsample (napari stays quick to add, slice and
+# draw it) and keeps the whole table in ``metadata[TABLE]``: saving and analysis use the whole table.
+MAX_POINTS = 200_000
+TABLE = "localizations"
+SUBSAMPLE_SEED = 0
 
 
 def is_output_layer(layer) -> bool:
@@ -131,6 +136,46 @@ def points_kwargs(name: str, features: dict, size: float = 4.8, **extra) -> dict
     return kwargs
 
 
+def shown_rows(n: int, limit: int = MAX_POINTS, seed: int = SUBSAMPLE_SEED) -> np.ndarray | None:
+    """The rows a layer of ``n`` rows shows: None (all of them) up to ``limit``, else ``limit`` rows
+    drawn at random (the same ones for the same ``n``), in the table's order."""
+    if n <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def subsample_note(shown: int, total: int) -> str:
+    return (
+        f"showing a random {shown:,} of {total:,} localizations and their render; the whole table is "
+        "kept for saving and analysis"
+    )
+
+
+def table_layer(
+    locs: Localizations,
+    name: str,
+    *,
+    pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM,
+    ndim: int = 3,
+    metadata: dict | None = None,
+    limit: int = MAX_POINTS,
+    **extra,
+) -> LayerDataTuple:
+    """The Points layer of a table (:func:`locs_to_points`, :func:`points_kwargs`), with
+    ``metadata["pixel_size_nm"]``. Above ``limit`` rows it shows a random subsample of ``limit`` rows
+    and keeps the whole table in ``metadata[TABLE]`` (``metadata["n_localizations"]`` rows)."""
+    rows = shown_rows(len(locs), limit)
+    shown = locs if rows is None else locs.subset(rows)
+    data, features = locs_to_points(shown, ndim, pixel_size_nm)
+    meta = {**(metadata or {}), "pixel_size_nm": float(pixel_size_nm)}
+    meta.pop(TABLE, None)
+    meta.pop("n_localizations", None)
+    if rows is not None:
+        meta.update({TABLE: locs, "n_localizations": len(locs)})
+    kwargs = points_kwargs(name, features, size=ring_size(shown), metadata=meta, **extra)
+    return data, kwargs, "points"
+
+
 def ring_size(locs: Localizations, default_sigma_px: float = 1.2) -> float:
     """Ring diameter in pixels for these localizations: RING_SIGMAS of their PSF sigma."""
     sigma = locs.sigma[np.isfinite(locs.sigma)] if len(locs) else np.zeros(0)
@@ -184,17 +229,20 @@ def points_layer(
     *,
     ndim: int = 3,
     pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM,
+    frame_shape: tuple[int, int] | None = None,
 ) -> LayerDataTuple:
-    data, features = locs_to_points(locs, ndim, pixel_size_nm)
-    kwargs = points_kwargs(
+    metadata = {OUTPUT_OF: source}
+    if frame_shape is not None:
+        metadata["frame_shape"] = tuple(int(v) for v in frame_shape)
+    return table_layer(
+        locs,
         points_layer_name(source),
-        features,
-        size=ring_size(locs),
+        pixel_size_nm=pixel_size_nm,
+        ndim=ndim,
         scale=[float(v) for v in input_scale][-ndim:],
         translate=[float(v) for v in input_translate][-ndim:],
-        metadata={"pixel_size_nm": float(pixel_size_nm), OUTPUT_OF: source},
+        metadata=metadata,
     )
-    return data, kwargs, "points"
 
 
 def render_layer(
@@ -205,22 +253,31 @@ def render_layer(
     input_translate: Sequence[float],
     *,
     factor: int = RENDER_FACTOR,
+    name: str | None = None,
 ) -> LayerDataTuple:
-    """A 2-D super-resolution image of all localizations, ``factor`` times finer than the input,
-    added hidden (it would cover the movie): one click shows it."""
-    image = render_gaussians(locs, frame_shape, factor)
+    """A 2-D super-resolution image of all localizations, ``factor`` times finer than the input.
+    Up to :data:`MAX_POINTS` rows: Gaussians of their uncertainty, added hidden (it would cover the
+    movie; one click shows it). Above: a histogram (fast for millions), shown, as the points are
+    only a subsample then."""
+    many = len(locs) > MAX_POINTS
+    image = (render_histogram if many else render_gaussians)(locs, frame_shape, factor)
     scale, translate = map_geometry((1.0 / factor, 1.0 / factor), _yx(input_scale), _yx(input_translate))
-    top = float(np.percentile(image[image > 0], 99.5)) if (image > 0).any() else 1.0
     kwargs = {
-        "name": render_layer_name(source),
+        "name": name or render_layer_name(source),
         "scale": scale,
         "translate": translate,
         "colormap": "inferno",
-        "contrast_limits": (0.0, max(top, 1e-6)),
-        "visible": False,
+        "contrast_limits": render_limits(image),
+        "visible": many,
         "metadata": {"render_factor": int(factor), OUTPUT_OF: source},
     }
     return image, kwargs, "image"
+
+
+def render_limits(image: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of a render: 0 to the 99.5th percentile of its lit pixels."""
+    lit = image[image > 0]
+    return 0.0, max(float(np.percentile(lit, 99.5)) if len(lit) else 1.0, 1e-6)
 
 
 def result_layers(
@@ -258,7 +315,13 @@ def result_layers(
         )
     layers.append(
         points_layer(
-            result.localizations, source, input_scale, input_translate, ndim=ndim, pixel_size_nm=pixel_size_nm
+            result.localizations,
+            source,
+            input_scale,
+            input_translate,
+            ndim=ndim,
+            pixel_size_nm=pixel_size_nm,
+            frame_shape=frame_shape,
         )
     )
     return layers

@@ -426,6 +426,9 @@ class PredictWidget(PanelWidget):
         text = (
             f"{len(outcome.localizations)} emitters in {n_frames} frame(s), device: {result.device}{chosen}"
         )
+        if len(outcome.localizations) > L.MAX_POINTS:
+            shown = len(self.viewer.layers[L.points_layer_name(job.source)].data)
+            text += f"; {L.subsample_note(shown, len(outcome.localizations))}"
         if not len(outcome.localizations):
             text += (
                 ". None found: check that the layer holds raw camera frames (ADU) and that the camera "

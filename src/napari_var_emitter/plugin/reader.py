@@ -2,7 +2,9 @@
 
 Opens ThunderSTORM CSV (ours and ThunderSTORM's: a header with ``x [nm]`` and ``y [nm]``) and
 Picasso HDF5 files (``.hdf5``/``.h5`` with a structured ``locs`` table; pixel size from its
-metadata). Other files are declined (None) so that another reader can try them.
+metadata). Other files are declined (None) so that another reader can try them. A table of more
+than :data:`.layers.MAX_POINTS` rows opens as its render (a histogram, shown) and a random subsample
+of its points, the whole table kept in the layer's metadata for saving and analysis.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from pathlib import Path
 
 from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
 from ..io.tables import read_localizations as _read_table
-from .layers import DEFAULT_PIXEL_SIZE_NM, locs_to_points, points_kwargs, ring_size
+from .layers import DEFAULT_PIXEL_SIZE_NM, MAX_POINTS, render_layer, subsample_note, table_layer
+
+RENDER_NM = 20.0  # the render of a large table: pixels of about this size
+MAX_RENDER_SIDE = 4096  # and at most this many per side
 
 # Header cells that mark a file as a localization table we read.
 _SIGNATURE = ("x [nm]", "y [nm]")
@@ -62,10 +67,22 @@ def read_localizations(path, pixel_size_nm: float | None = None):
     path = Path(path)
     locs, meta = _read_table(path, DEFAULT_PIXEL_SIZE_NM if pixel_size_nm is None else pixel_size_nm)
     pixel_size_nm = float(meta["pixel_size_nm"])
-    data, features = locs_to_points(locs, ndim=3, pixel_size_nm=pixel_size_nm)
-    metadata = {"pixel_size_nm": pixel_size_nm, "source": str(path), "format": meta["format"]}
+    metadata = {"source": str(path), "format": meta["format"]}
     for key in ("frame_shape", "n_frames"):
         if key in meta:
             metadata[key] = meta[key]
-    kwargs = points_kwargs(path.stem, features, size=ring_size(locs), metadata=metadata)
-    return [(data, kwargs, "points")]
+    points = table_layer(locs, path.stem, pixel_size_nm=pixel_size_nm, metadata=metadata)
+    if len(locs) <= MAX_POINTS:
+        return [points]
+    from napari.utils.notifications import show_info
+
+    from .layer_tables import frame_shape_of
+
+    shape = frame_shape_of(metadata, locs)
+    factor = int(max(1, min(round(pixel_size_nm / RENDER_NM), MAX_RENDER_SIDE // max(shape))))
+    render = render_layer(
+        locs, path.stem, shape, (1.0, 1.0), (0.0, 0.0), factor=factor, name=f"{path.stem} render"
+    )
+    render[1]["metadata"]["render_pixel_nm"] = pixel_size_nm / factor
+    show_info(f"{path.name}: {subsample_note(len(points[0]), len(locs))}")
+    return [render, points]

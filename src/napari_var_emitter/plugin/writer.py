@@ -8,21 +8,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES
+from ..io.localizations import CSV_SUFFIXES, PICASSO_SUFFIXES, Localizations
 from ..io.tables import write_localizations
-from .layers import DEFAULT_PIXEL_SIZE_NM, points_to_locs
+from .layers import DEFAULT_PIXEL_SIZE_NM, TABLE, points_to_locs
 
 
 def write_points(path: str, data, meta: dict) -> list[str]:
     """Write the points (t, y, x) in pixels as a localization table; return the files written.
 
     The pixel size is the layer's ``metadata["pixel_size_nm"]`` when present, else 100 nm; the
-    other columns come from the layer's features (missing ones are written as NaN). For Picasso,
-    the layer's ``metadata["frame_shape"]`` and ``["n_frames"]`` are used when present.
+    other columns come from the layer's features (missing ones are written as NaN). A layer that
+    shows a subsample of a large table writes the whole table (``metadata["localizations"]``). For
+    Picasso, the layer's ``metadata["frame_shape"]`` and ``["n_frames"]`` are used when present.
     """
     metadata = meta.get("metadata") or {}
     pixel_size_nm = float(metadata.get("pixel_size_nm", DEFAULT_PIXEL_SIZE_NM))
-    locs = points_to_locs(data, meta.get("features"), pixel_size_nm)
+    table = metadata.get(TABLE)
+    if isinstance(table, Localizations):
+        locs = table
+    else:
+        locs = points_to_locs(data, meta.get("features"), pixel_size_nm)
     path = Path(path)
     if path.suffix.lower() not in CSV_SUFFIXES + PICASSO_SUFFIXES:
         path = path.with_suffix(".csv")
