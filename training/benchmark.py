@@ -44,7 +44,8 @@ would choose for the set, see autoselect.py; chosen before the clock starts, lik
 predict.py, progressive mode,
 with the maximum-likelihood refinement of refine.py and its confirmation of dim candidates),
 ``var-noconfirm`` (the same without the fit's confirmation: the threshold alone decides),
-``var-noref`` (the network's own positions, no refinement) and ``var-sr`` (super-resolution mode);
+``var-noref`` (the network's own positions, no refinement), ``var-sr`` (super-resolution mode) and
+``var-auto`` (the camera and the PSF width measured from the frames, as ``predict --camera auto``);
 skipped with a note if the model is unavailable.
 ``calib.`` is the RMS of (error / predicted uncertainty) over matched pairs and axes (1 = calibrated);
 ``grid max/min`` the max/min count ratio of sub-pixel positions over 10 bins (1 = no pixel-grid bias).
@@ -109,7 +110,7 @@ OTHER_SETS = {
 }
 EXTERNAL_SETS = ("deepstorm_demo1",)
 ALL_SETS = tuple(SYNTHETIC_SETS) + tuple(OTHER_SETS) + EXTERNAL_SETS
-ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref", "var-noconfirm")
+ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref", "var-noconfirm", "var-auto")
 # --validation: the same synthetic sets on seeds 5_011..5_017, for choosing between models without
 # touching the benchmark's seeds (train.validate uses 5_000 and 5_001).
 VALIDATION_SEED_OFFSET = 5_011 - 10_001
@@ -229,14 +230,22 @@ def method_picasso(bench: BenchSet, args):
     return run
 
 
-def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: bool = True):
+def _var_runner(bench: BenchSet, args, mode: str, refine=True, confirm=True, camera_auto=False):
     from napari_var_emitter.localize import PredictOptions, predict, resolve_model
 
-    spec = {"bundled": "bundled"}.get(args.var_model, args.var_model)
+    camera, psf = bench.camera, None
     try:
+        if camera_auto:  # measured from the frames before the clock starts, like the model's choice
+            from napari_var_emitter.calibration import calibrate
+
+            measured = calibrate(bench.frames, pixel_size_nm=bench.camera.pixel_size_nm, n_bootstrap=0)
+            camera = measured.camera()
+            psf = measured.psf_sigma_nm if np.isfinite(measured.psf_sigma_nm) else None
+            print(f"{bench.name}: camera measured, {camera}, PSF sigma {psf} nm", file=sys.stderr)
         options = PredictOptions(
-            model=spec,
-            camera=bench.camera,
+            model=args.var_model,
+            camera=camera,
+            psf_sigma_nm=psf,
             mode=mode,
             device=args.device,
             refine=refine,
@@ -246,7 +255,7 @@ def _var_runner(bench: BenchSet, args, mode: str, refine: bool = True, confirm: 
             batch_size=args.batch_size,
             threshold=args.threshold,
         )
-        resolved = resolve_model(spec, bench.frames, bench.camera, device=args.device)
+        resolved = resolve_model(args.var_model, bench.frames, camera, device=args.device)
     except (ImportError, VarEmitterError, OSError) as exc:
         return f"VAR model not available ({exc})"
     if resolved.choice is not None:
@@ -273,6 +282,11 @@ def method_var_noconfirm(bench: BenchSet, args):
     return _var_runner(bench, args, "progressive", confirm=False)
 
 
+def method_var_auto(bench: BenchSet, args):
+    """The VAR model with the camera and PSF width measured from the frames (``--camera auto``)."""
+    return _var_runner(bench, args, "progressive", camera_auto=True)
+
+
 def method_var_sr(bench: BenchSet, args):
     """The same model in super-resolution mode: the chain continued to a 2x finer grid."""
     return _var_runner(bench, args, "super_resolution")
@@ -285,6 +299,7 @@ METHODS = {
     "var-sr": method_var_sr,
     "var-noref": method_var_noref,
     "var-noconfirm": method_var_noconfirm,
+    "var-auto": method_var_auto,
 }
 
 
