@@ -21,9 +21,9 @@ Algorithm.
 
 1. Sample: at most ``MAX_FRAMES`` frames (fewer for large frames), read as a few runs of consecutive
    frames spread over the movie, so a long memory-mapped movie costs a bounded read.
-2. Spots (``spots``): emitters are detected and their pixels, dilated by the PSF's extent,
+2. Spots (:mod:`.spots`): emitters are detected and their pixels, dilated by the PSF's extent,
    are left out of the noise statistics, as is a thin border; isolated bright spots give the PSF width.
-3. Moments: residuals that do not depend on the pixel's expected value (``spots.residuals``:
+3. Moments (:mod:`.moments`): residuals that do not depend on the pixel's expected value (``residuals``:
    deviation from the pixel's mean in other frames, minus the frame's smooth change), binned by the
    smooth background level; per bin the variance ``V`` and third central moment ``K``.
 4. Fit ``(s, b, read noise, k)`` by weighted least squares (``scipy.optimize.least_squares``), ``k``
@@ -41,6 +41,7 @@ from scipy.optimize import least_squares
 
 from ..camera import Camera
 from ..errors import InputError
+from . import moments
 from . import spots as spots_psf
 from .result import Calibration
 
@@ -161,7 +162,7 @@ def _decide(st: dict, camera_type: str | None, fixed: dict, rounding: float, not
 def _derived(q: dict, sums: np.ndarray, qe: float) -> dict[str, float]:
     ape = q["s"] / (2 * q["k"] - 1)
     total = sums.reshape(-1, sums.shape[-1]).sum(0)
-    background_adu = total[spots_psf.SX] / total[spots_psf.N]
+    background_adu = total[moments.SX] / total[moments.N]
     return {
         "baseline": q["b"],
         "variance_slope": q["s"],
@@ -223,7 +224,7 @@ def _bootstrap(sums, fixed, prior, rounding, qe, n: int, seed: int) -> dict[str,
         typical = max(prior[0] + prior[1] * rng.standard_normal(), 0.0)
         held = fixed | ({"rn": typical} if "rn" in fixed and prior[1] > 0 else {})
         try:
-            st = spots_psf.bin_stats(sums[pick].sum(0))
+            st = moments.bin_stats(sums[pick].sum(0))
             draws.append(_derived(_fit(st, held, (typical, prior[1]), rounding)[0], sums[pick], qe))
         except (ValueError, np.linalg.LinAlgError):
             continue
@@ -275,9 +276,9 @@ def calibrate(
     spots = spots_psf.find_spots(x, valid, follows)
     psf = spots_psf.fit_psf(x, spots) if fit_psf else spots_psf.PsfFit(math.nan, math.nan, 0)
     background = _background(valid, spots, psf.sigma_px, notes)
-    sums = spots_psf.moment_sums(x, background, follows, read_var)
-    st = spots_psf.bin_stats(sums.sum(0))
-    pooled = spots_psf.bin_stats(sums.sum((0, 1))[None])
+    sums = moments.moment_sums(x, background, follows, read_var)
+    st = moments.bin_stats(sums.sum(0))
+    pooled = moments.bin_stats(sums.sum((0, 1))[None])
     if len(st["L"]) == 0:
         raise InputError("too few background pixels at any one level to measure the noise")
     if "b" not in fixed and not pooled["K"][0] > 3 * pooled["se_K"][0]:
