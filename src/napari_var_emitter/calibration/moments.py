@@ -16,8 +16,9 @@ from ..errors import InputError
 from .spots import LEVEL_SIGMA_PX, TRUNCATE, blur, checkerboard, kernel_sums, runs, smooth_level
 
 MIN_OTHER_FRAMES = 2  # for the temporal leave-one-out mean of a pixel
-# columns of the per-(unit, bin) sums of residuals u: count, x, u^1..4, u^6, V and K factors, dark variance
-N, SX, S1, S2, S3, S4, S6, SA, SC, SR = range(10)
+# columns of the per-(unit, bin) sums of residuals u: count, level, u^1..4, u^6, V and K factors, dark
+# variance, independent samples (fewer than the count where neighbouring residuals share noise)
+N, SX, S1, S2, S3, S4, S6, SA, SC, SR, NI = range(11)
 N_BINS = 8
 MIN_BIN_SAMPLES = 200
 MIN_BACKGROUND_SAMPLES = 5_000
@@ -84,7 +85,7 @@ def residuals(
     return u, level, a, c, usable
 
 
-def _winsorize(r: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
+def winsorize(r: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
     """r clipped, per bin, to ``CLIP_SIGMAS`` robust standard deviations (1.4826 MAD) of its median.
 
     Camera noise almost never reaches that far; the light of an emitter missed by the detection does,
@@ -101,40 +102,55 @@ def _winsorize(r: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def moment_sums(x, background, follows, read_var, n_bins=N_BINS) -> np.ndarray:
-    """Per-(unit, level bin) sums (U, B, 10) of the residuals' powers (``residuals``).
+    """Per-(unit, level bin) sums (U, B, 11) of the residuals' powers (``residuals``, ``unit_sums``).
 
-    Bins are quantiles of the spatial level, which does not depend on the pixel's own noise. Units, the
-    blocks the bootstrap resamples, are frames for 20 frames or more, else 4 x 4 blocks of each frame.
+    Bins are quantiles of the spatial level, which does not depend on the pixel's own noise.
     """
-    t, h, w = x.shape
     u, level, a, c, keep = residuals(x, background, follows)
     if keep.sum() < MIN_BACKGROUND_SAMPLES:
         raise InputError(
             f"only {int(keep.sum())} background pixels away from emitters (need {MIN_BACKGROUND_SAMPLES}): "
             "give more frames or sparser data"
         )
-    edges = np.quantile(level[keep], np.linspace(0, 1, n_bins + 1)[1:-1])
-    if t >= 20:
-        unit, n_units = np.broadcast_to(np.arange(t)[:, None, None], x.shape), t
-    else:
-        rows, cols = np.arange(h) * 4 // h, np.arange(w) * 4 // w
-        unit = np.arange(t)[:, None, None] * 16 + rows[None, :, None] * 4 + cols[None, None, :]
-        n_units = 16 * t
-    bins = np.searchsorted(edges, level[keep])
-    idx = unit[keep] * n_bins + bins
-    r = _winsorize(u[keep], bins, n_bins)
+    bins = level_bins(level[keep], n_bins)
+    r = winsorize(u[keep], bins, n_bins)
     r2 = r * r
     dark = read_var[keep] if read_var is not None else np.zeros_like(r)
-    columns = [np.ones_like(r), x[keep], r, r2, r2 * r, r2 * r2, r2**3, a[keep], c[keep], dark]
+    ones = np.ones_like(r)
+    columns = [ones, x[keep], r, r2, r2 * r, r2 * r2, r2**3, a[keep], c[keep], dark, ones]
+    return unit_sums(columns, keep, bins, n_bins)
+
+
+def level_bins(level: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin (0 .. n_bins - 1) of each level: quantiles, so that the bins hold as many samples."""
+    edges = np.quantile(level, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.searchsorted(edges, level)
+
+
+def units(shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+    """The unit (T, Y, X) of each sample and the number of units: the blocks the bootstrap resamples,
+    frames for 20 frames or more, else 4 x 4 blocks of each frame."""
+    t, h, w = shape
+    if t >= 20:
+        return np.broadcast_to(np.arange(t)[:, None, None], shape), t
+    rows, cols = np.arange(h) * 4 // h, np.arange(w) * 4 // w
+    return np.arange(t)[:, None, None] * 16 + rows[None, :, None] * 4 + cols[None, None, :], 16 * t
+
+
+def unit_sums(columns: list[np.ndarray], keep: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
+    """Sums (U, B, C) of the columns (C of the samples ``keep`` of (T, Y, X)) per unit and bin."""
+    unit, n_units = units(keep.shape)
+    idx = unit[keep] * n_bins + bins
     sums = np.stack([np.bincount(idx, weights=col, minlength=n_units * n_bins) for col in columns], axis=1)
     return sums.reshape(n_units, n_bins, len(columns))
 
 
 def bin_stats(s: np.ndarray) -> dict[str, np.ndarray]:
-    """Level L, variance V, third moment K and their standard errors per bin, from sums (B, 10).
+    """Level L, variance V, third moment K and their standard errors per bin, from sums (B, 11).
 
-    The standard errors scale as V / sqrt(n) and V^1.5 / sqrt(n), with the constants of the pooled
-    sample: a bin's own fourth and sixth moments would weigh its estimates by their own outliers.
+    The standard errors scale as V / sqrt(n) and V^1.5 / sqrt(n), n the independent samples, with the
+    constants of the pooled sample: a bin's own fourth and sixth moments would weigh its estimates by
+    their own outliers.
     """
     s = s[s[:, N] >= MIN_BIN_SAMPLES]
     n = s[:, N]
@@ -144,12 +160,12 @@ def bin_stats(s: np.ndarray) -> dict[str, np.ndarray]:
     p = s.sum(0) / s[:, N].sum()  # pooled raw moments
     spread_v = math.sqrt(max(p[S4] - p[S2] ** 2, 1e-24)) / p[S2]
     spread_k = math.sqrt(max(p[S6] - 6 * p[S4] * p[S2] + 9 * p[S2] ** 3 - p[S3] ** 2, 1e-36)) / p[S2] ** 1.5
-    scale = np.maximum(v, 1e-12) / np.sqrt(n)
+    independent = s[:, NI]
     return {
         "L": s[:, SX] / n,
         "V": v - s[:, SR] / n,
         "K": k3,
-        "se_V": spread_v * scale,
-        "se_K": spread_k * np.maximum(v, 1e-12) ** 1.5 / np.sqrt(n),
+        "se_V": spread_v * np.maximum(v, 1e-12) / np.sqrt(independent),
+        "se_K": spread_k * np.maximum(v, 1e-12) ** 1.5 / np.sqrt(independent),
         "n": n,
     }
