@@ -30,6 +30,13 @@ Algorithm.
    fixed by the camera type when it is given or cannot be measured. Uncertainties are standard
    deviations over a bootstrap of frames (of frame blocks for short movies), the typical read noise
    redrawn from its spread in each draw where it is held.
+5. Dense frames: where spots cover over ``MAX_COVERED`` of the pixels, too few spot-free pixels
+   remain, and the light of emitters the detection missed reaches them; where the spot-free pixels'
+   variances stray from those of a spatial high-pass of whole frames (:mod:`.dense`, variances of
+   single pixels whatever the light) by over ``MAX_DISAGREEMENT``, it does. There the high-pass's
+   variances alone are fitted: slope and offset from the spread of levels that emitters make, the
+   read noise held at its typical value, the camera type given or assumed. A fit whose offset is not
+   below the background, or is too uncertain to use (``MAX_OFFSET_ERROR``), raises InputError.
 """
 
 from __future__ import annotations
@@ -40,7 +47,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-from ..camera import Camera
 from ..errors import InputError
 from . import dense, moments
 from . import spots as spots_psf
@@ -61,8 +67,6 @@ N_BOOTSTRAP = 100
 MAX_COVERED = 0.8  # spots over more of the pixels: the noise is measured by the high-pass of dense.py
 MAX_DISAGREEMENT = 9.0  # mean squared deviation (in errors) of the high-pass variances from a fit's line
 MAX_OFFSET_ERROR = 0.2  # of the background above the offset: more, and dense frames cannot place it
-CHECK_SLOPE_RATIO = 1.5
-CHECK_MAX_FRAMES = 20
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,23 +220,6 @@ def _check_arguments(camera_type, qe, pixel_size_nm) -> str | None:
     if pixel_size_nm is not None and not (isinstance(pixel_size_nm, (int, float)) and pixel_size_nm > 0):
         raise InputError(f"pixel_size_nm must be a positive number, got {pixel_size_nm!r}")
     return None if camera_type is None else str(camera_type).lower()
-
-
-def _background(valid: np.ndarray, spots, psf_sigma_px: float) -> tuple[np.ndarray, float]:
-    """Pixels (T, Y, X) away from spots and from the border (emitters just outside light it unseen),
-    and the fraction of the valid pixels that spots and the border cover.
-
-    A pixel is judged by the detections of the other colour of a checkerboard: selected by its own
-    noise, the kept pixels would be the quieter ones.
-    """
-    radius = spots_psf.mask_radius(psf_sigma_px)
-    black = spots_psf.checkerboard(valid.shape[1:])
-    near_black, near_white = (spots_psf.spot_mask(d, radius) for d in spots.by_colour)
-    background = valid & np.where(black, ~near_white, ~near_black)
-    border = radius // 2 + 1
-    background[:, :border] = background[:, -border:] = False
-    background[:, :, :border] = background[:, :, -border:] = False
-    return background, float(1.0 - background.sum() / valid.sum())
 
 
 def _stats(sums: np.ndarray, highpass: bool) -> dict[str, np.ndarray]:
@@ -396,7 +383,7 @@ def calibrate(
 
     spots = spots_psf.find_spots(x, valid, follows)
     psf = spots_psf.fit_psf(x, spots) if fit_psf else spots_psf.PsfFit(math.nan, math.nan, 0)
-    background, covered = _background(valid, spots, psf.sigma_px)
+    background, covered = spots_psf.background_pixels(valid, spots, psf.sigma_px)
     highpass_sums, correlation = dense.highpass_sums(x, valid, follows, read_var)
     fit, why = None, f"spots cover {covered:.0%} of the pixels"
     if covered <= MAX_COVERED:
@@ -506,57 +493,3 @@ def calibrate(
         offset_map=offset_map,
         variance_map=variance_map,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# 2. Plausibility of a given camera
-
-
-def check_camera(frames_or_calibration, camera: Camera) -> list[str]:
-    """Warnings (empty when fine) where ``camera`` disagrees with the frames or a :class:`Calibration`.
-
-    Checked, each against the measurement for the camera's own type (EMCCD when ``em_gain > 1``):
-    the variance slope ``F * em_gain / e_per_adu`` (more than ``CHECK_SLOPE_RATIO`` and 3 standard
-    errors apart), a baseline above the frames' 1st percentile and above the measured offset, and
-    otherwise a baseline far from the measured offset (by a quarter of the background above it, or
-    3 standard errors).
-    Frames are measured on at most ``CHECK_MAX_FRAMES`` frames, without bootstrap or PSF fit;
-    :class:`InputError` where they cannot be (see :func:`calibrate`).
-    """
-    kind = "emccd" if camera.em_gain > 1 else "scmos"
-    cal = frames_or_calibration
-    if not isinstance(cal, Calibration):  # InputError where the frames cannot be measured
-        cal = calibrate(cal, camera_type=kind, max_frames=CHECK_MAX_FRAMES, n_bootstrap=0, fit_psf=False)
-    measured = cal.by_type[kind]
-    b, slope, se_b = measured["baseline"], measured["variance_slope"], measured["baseline_error"]
-    if kind == cal.camera_type and math.isfinite(cal.uncertainty.get("baseline", math.nan)):
-        se_b = cal.uncertainty["baseline"]
-    se_slope = cal.uncertainty.get("variance_slope", math.nan) if kind == cal.camera_type else math.nan
-    fix = (
-        f"--camera auto or --baseline {max(b, 0):.0f} --e-per-adu "
-        f"{camera.em_gain * camera.excess_noise / slope:.4g} --em-gain {camera.em_gain:g}"
-    )
-    warnings = []
-    camera_slope = camera.excess_noise * camera.em_gain / camera.e_per_adu
-    ratio = camera_slope / slope
-    if not (1 / CHECK_SLOPE_RATIO <= ratio <= CHECK_SLOPE_RATIO or abs(camera_slope - slope) <= 3 * se_slope):
-        warnings.append(
-            f"the camera's noise variance slope (F * em_gain / e_per_adu) is {camera_slope:.3g} ADU per ADU, "
-            f"the frames show {slope:.3g} ({ratio:.2g} x): photon counts would be off by about that factor; "
-            f"use {fix}"
-        )
-    above = cal.background_adu - b
-    if camera.baseline > cal.low_percentile_adu and camera.baseline - b > max(0.1 * above, 3 * se_b):
-        warnings.append(
-            f"the camera's baseline {camera.baseline:g} ADU is above the 1st percentile of the frames "
-            f"({cal.low_percentile_adu:.0f} ADU; measured offset {b:.0f} ADU): many pixels would hold "
-            f"negative photons; use {fix}"
-        )
-    elif abs(camera.baseline - b) > max(0.25 * above, 3 * se_b):
-        side = "below" if camera.baseline < b else "above"
-        warnings.append(
-            f"the camera's baseline {camera.baseline:g} ADU is far {side} the frames' measured offset "
-            f"({b:.0f} ADU): the background would read {(cal.background_adu - camera.baseline) / above:.2g} "
-            f"x its photons; use {fix}"
-        )
-    return warnings

@@ -10,7 +10,8 @@
    (a matched filter for a PSF of about that width); a spot is where this excess is above
    ``DETECT_SIGMAS`` times the frame's noise, taken from the lower half of the excess, which emitters
    do not reach. Done twice: the second level leaves out the first pass's spots. ``spot_mask``
-   dilates the detections by a disk as wide as the PSF's tails.
+   dilates the detections by a disk as wide as the PSF's tails; ``background_pixels`` are those
+   outside it and away from the border.
 3. PSF width (``fit_psf``): isolated local maxima (``skimage.feature.peak_local_max``) whose excess is
    at least ``BRIGHT_SIGMAS`` noise deviations, each fitted by ``scipy.optimize.least_squares`` with a
    pixel-integrated (erf) elliptical Gaussian plus a flat background, as a camera records a Gaussian
@@ -246,6 +247,23 @@ def mask_radius(psf_sigma_px: float) -> int:
     return max(4, int(math.ceil(3.0 * sigma)) + 1)
 
 
+def background_pixels(valid: np.ndarray, spots, psf_sigma_px: float) -> tuple[np.ndarray, float]:
+    """Pixels (T, Y, X) away from spots and from the border (emitters just outside light it unseen),
+    and the fraction of the valid pixels that spots and the border cover.
+
+    A pixel is judged by the detections of the other colour of a checkerboard: selected by its own
+    noise, the kept pixels would be the quieter ones.
+    """
+    radius = mask_radius(psf_sigma_px)
+    black = checkerboard(valid.shape[1:])
+    near_black, near_white = (spot_mask(d, radius) for d in spots.by_colour)
+    background = valid & np.where(black, ~near_white, ~near_black)
+    border = radius // 2 + 1
+    background[:, :border] = background[:, -border:] = False
+    background[:, :, :border] = background[:, :, -border:] = False
+    return background, float(1.0 - background.sum() / valid.sum())
+
+
 def _integrated_gaussian(p: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Gaussian (x0, y0, amplitude, sigma_x, sigma_y) integrated over the pixels of ``grid``, plus p[5]."""
     x0, y0, amplitude, sx, sy, background = p
@@ -339,5 +357,6 @@ __all__ = [
     "find_spots",
     "spot_mask",
     "mask_radius",
+    "background_pixels",
     "fit_psf",
 ]
