@@ -300,12 +300,17 @@ def _fit_frames(highpass_sums, camera_type, fixed, rounding) -> _Fit:
 
 
 def _check_plausible(result: dict, errors: dict, fixed: dict, highpass: bool) -> None:
-    """InputError where the measured camera cannot be: noise that does not grow with the light, an
-    offset at or above the background (which would hold no photons); for dense frames also an offset
-    more uncertain than ``MAX_OFFSET_ERROR`` of the background above it."""
+    """InputError where the measured camera cannot be: noise that does not grow measurably with the
+    light (slope within 3 errors of 0), an offset at or above the background (which would hold no
+    photons); for dense frames also an offset more uncertain than ``MAX_OFFSET_ERROR`` of the
+    background above it."""
     flags = "give the offset (--baseline) or dark frames (--dark), and the camera type (--camera-type)"
-    if not (math.isfinite(result["variance_slope"]) and result["variance_slope"] > 0):
-        raise InputError(f"the noise does not grow with the light in these frames: {flags}")
+    slope, se_slope = result["variance_slope"], errors.get("s", 0.0)
+    if not (math.isfinite(slope) and slope > 3 * se_slope):
+        raise InputError(
+            f"the noise does not grow measurably with the light in these frames (variance slope {slope:.3g} "
+            f"+- {se_slope:.2g}): were they denoised or rescaled? The camera cannot be measured; {flags}"
+        )
     if "b" in fixed:
         return
     b, background, se_b = result["baseline"], result["background_adu"], errors.get("b", 0.0)
