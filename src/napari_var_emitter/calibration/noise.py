@@ -292,11 +292,23 @@ def _fit_background(
     return fit, ""
 
 
-def _fit_frames(highpass_sums, camera_type, fixed, rounding) -> _Fit:
-    """The fit to the high-pass moments of whole frames (:mod:`.dense`)."""
-    if len(_stats(highpass_sums.sum(0), True)["L"]) == 0:
-        raise InputError("too few pixels at any one level to measure the noise")
-    return _fit_moments(highpass_sums, True, camera_type, fixed, rounding)
+def _fit_frames(highpass_sums, correlation, why: str, camera_type, fixed, rounding) -> _Fit:
+    """The fit to the high-pass moments of whole frames (:mod:`.dense`), used because of ``why``;
+    ``correlation`` is the high-pass's (rho_x, rho_y, factor)."""
+    if highpass_sums is None or len(_stats(highpass_sums.sum(0), True)["L"]) == 0:
+        raise InputError(f"too few pixels to measure the noise ({why}): give more frames or larger frames")
+    fit = _fit_moments(highpass_sums, True, camera_type, fixed, rounding)
+    notes = [
+        f"dense frames ({why}): the noise is measured from their finest spatial detail, which the optics "
+        "do not pass, against the local level"
+    ]
+    if correlation[2] != 1.0:
+        notes.append(
+            f"the noise of neighbouring pixels is correlated ({correlation[0]:.2f} along rows, "
+            f"{correlation[1]:.2f} along columns; charge transfer smears it): the variances are corrected"
+        )
+    fit.notes = notes + fit.notes
+    return fit
 
 
 def _check_plausible(result: dict, errors: dict, fixed: dict, highpass: bool) -> None:
@@ -396,24 +408,8 @@ def calibrate(
             x, background, follows, read_var, camera_type, fixed, rounding, highpass_sums
         )
     if fit is None:
-        if highpass_sums is None:
-            raise InputError(
-                f"too few pixels to measure the noise ({why}): give more frames or larger frames"
-            )
-        fit = _fit_frames(highpass_sums, camera_type, fixed, rounding)
-        fit.notes.insert(
-            0,
-            f"dense frames ({why}): the noise is measured from their finest spatial detail, which the "
-            "optics do not pass, against the local level",
-        )
+        fit = _fit_frames(highpass_sums, correlation, why, camera_type, fixed, rounding)
         fit.background_adu = float(x[background].mean()) if background.any() else float(np.median(x[valid]))
-        if correlation[2] != 1.0:
-            fit.notes.insert(
-                1,
-                f"the noise of neighbouring pixels is correlated ({correlation[0]:.2f} along rows, "
-                f"{correlation[1]:.2f} along columns; charge transfer smears it): the variances are "
-                "corrected for it",
-            )
     elif covered > 0.5:
         notes.append(
             f"spots and the border cover {covered:.0%} of the pixels: the noise statistics use the rest"
