@@ -35,8 +35,10 @@ Algorithm.
    variances stray from those of a spatial high-pass of whole frames (:mod:`.dense`, variances of
    single pixels whatever the light) by over ``MAX_DISAGREEMENT``, it does. There the high-pass's
    variances alone are fitted: slope and offset from the spread of levels that emitters make, the
-   read noise held at its typical value, the camera type given or assumed. A fit whose offset is not
-   below the background, or is too uncertain to use (``MAX_OFFSET_ERROR``), raises InputError.
+   read noise held at its typical value, the camera type given or assumed.
+6. Plausibility (``_check_plausible``): InputError, naming the flags to give instead, where the noise
+   does not grow measurably with the light, where the offset is not below the background, and for
+   dense frames where the offset is too uncertain to use (``MAX_OFFSET_ERROR``).
 """
 
 from __future__ import annotations
