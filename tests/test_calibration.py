@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 
 from napari_var_emitter.calibration import MAX_FRAMES, Calibration, calibrate, check_camera
 from napari_var_emitter.camera import Camera
@@ -143,6 +144,59 @@ def test_long_memory_mapped_movie_is_sampled(tmp_path, emccd_frames):
     cal = calibrate(np.load(path, mmap_mode="r"), n_bootstrap=20, fit_psf=False)
     assert cal.n_frames <= MAX_FRAMES
     assert cal.adu_per_electron == pytest.approx(_adu_per_electron(EMCCD), rel=0.25)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dense frames: too few spot-free pixels, the noise measured from a spatial high-pass
+
+
+@pytest.fixture(scope="module")
+def dense_frames() -> np.ndarray:
+    return _movie(EMCCD, seed=11, size=64, density_per_um2=3.0)
+
+
+def test_dense_emitters_are_measured_from_the_high_pass(dense_frames):
+    # from the spot-free pixels alone (86 % of the pixels are near spots) this offset read 60 ADU and the
+    # gain 27 % too high
+    cal = calibrate(dense_frames, n_bootstrap=20)
+    assert any(note.startswith("dense frames") for note in cal.notes), cal.notes
+    assert abs(cal.baseline - EMCCD.baseline) < 25.0
+    assert cal.adu_per_electron == pytest.approx(_adu_per_electron(EMCCD), rel=0.1)
+    assert cal.background_photons == pytest.approx(BACKGROUND, rel=0.25)
+    # the third moment is not measured: the type is assumed, and said so
+    assert (cal.camera_type, cal.camera_type_source) == ("emccd", "assumed")
+    assert abs(cal.baseline - EMCCD.baseline) < 4 * cal.uncertainty["baseline"] < 60
+
+
+def test_dense_frames_with_noise_correlated_along_rows(dense_frames):
+    # charge smeared into the next pixel along each row: correlation a / (1 + a^2) = 0.19, and the
+    # pixels' variance slope (1 + a^2) / (1 + a)^2 of the unsmeared one
+    a = 0.2
+    smeared = (dense_frames[:, :, :-1] + a * dense_frames[:, :, 1:]) / (1 + a)
+    cal = calibrate(smeared, n_bootstrap=0, fit_psf=False)
+    assert any(
+        "correlated (0.19 along rows" in note or "correlated (0.20 along rows" in note for note in cal.notes
+    )
+    slope = 2 * _adu_per_electron(EMCCD) * (1 + a * a) / (1 + a) ** 2
+    assert cal.variance_slope == pytest.approx(slope, rel=0.1)
+    assert abs(cal.baseline - EMCCD.baseline) < 25.0
+
+
+def test_noise_that_does_not_grow_with_the_light_is_refused(dense_frames):
+    # blurred frames plus noise of one variance everywhere: no photon noise to measure the camera by
+    rng = np.random.default_rng(12)
+    flat = ndimage.gaussian_filter(dense_frames.astype(float), (0, 1.5, 1.5)) + rng.normal(
+        0, 20, dense_frames.shape
+    )
+    with pytest.raises(InputError, match="does not grow measurably with the light.*--baseline"):
+        calibrate(flat, fit_psf=False)
+
+
+def test_an_offset_too_uncertain_in_dense_frames_is_refused():
+    # one dense frame: the few levels the emitters make leave the offset +- 100 ADU
+    one = _movie(EMCCD, seed=11, size=100, n_frames=1, density_per_um2=3.0)
+    with pytest.raises(InputError, match="too dense to measure the camera offset.*--baseline.*--dark"):
+        calibrate(one, fit_psf=False)
 
 
 # --------------------------------------------------------------------------------------------------

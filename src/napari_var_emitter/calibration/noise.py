@@ -21,26 +21,36 @@ Algorithm.
 
 1. Sample: at most ``MAX_FRAMES`` frames (fewer for large frames), read as a few runs of consecutive
    frames spread over the movie, so a long memory-mapped movie costs a bounded read.
-2. Spots (``spots``): emitters are detected and their pixels, dilated by the PSF's extent,
+2. Spots (:mod:`.spots`): emitters are detected and their pixels, dilated by the PSF's extent,
    are left out of the noise statistics, as is a thin border; isolated bright spots give the PSF width.
-3. Moments: residuals that do not depend on the pixel's expected value (``spots.residuals``:
+3. Moments (:mod:`.moments`): residuals that do not depend on the pixel's expected value (``residuals``:
    deviation from the pixel's mean in other frames, minus the frame's smooth change), binned by the
    smooth background level; per bin the variance ``V`` and third central moment ``K``.
 4. Fit ``(s, b, read noise, k)`` by weighted least squares (``scipy.optimize.least_squares``), ``k``
    fixed by the camera type when it is given or cannot be measured. Uncertainties are standard
    deviations over a bootstrap of frames (of frame blocks for short movies), the typical read noise
    redrawn from its spread in each draw where it is held.
+5. Dense frames: where spots cover over ``MAX_COVERED`` of the pixels, too few spot-free pixels
+   remain, and the light of emitters the detection missed reaches them; where the spot-free pixels'
+   variances stray from those of a spatial high-pass of whole frames (:mod:`.dense`, variances of
+   single pixels whatever the light) by over ``MAX_DISAGREEMENT``, it does. There the high-pass's
+   variances alone are fitted: slope and offset from the spread of levels that emitters make, the
+   read noise held at its typical value, the camera type given or assumed.
+6. Plausibility (``_check_plausible``): InputError, naming the flags to give instead, where the noise
+   does not grow measurably with the light, where the offset is not below the background, and for
+   dense frames where the offset is too uncertain to use (``MAX_OFFSET_ERROR``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import least_squares
 
-from ..camera import Camera
 from ..errors import InputError
+from . import dense, moments
 from . import spots as spots_psf
 from .result import Calibration
 
@@ -56,8 +66,9 @@ MIN_LEVEL_RANGE = 0.2  # (highest - lowest bin level) / (mean level - offset) th
 SHOT_LIMIT_SCALE = 0.02  # read variance this fraction of V above the photon variance costs one deviation
 K_DECISION_SIGMAS = 3.0  # a free k tells the type when within this many errors of one, beyond of the other
 N_BOOTSTRAP = 100
-CHECK_SLOPE_RATIO = 1.5
-CHECK_MAX_FRAMES = 20
+MAX_COVERED = 0.8  # spots over more of the pixels: the noise is measured by the high-pass of dense.py
+MAX_DISAGREEMENT = 9.0  # mean squared deviation (in errors) of the high-pass variances from a fit's line
+MAX_OFFSET_ERROR = 0.2  # of the background above the offset: more, and dense frames cannot place it
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,30 +90,30 @@ def _fit(st: dict, fixed: dict, prior: tuple[float, float], rounding: float) -> 
     names = [p for p in _PARAMS if p not in fixed]
     level, v, k3 = st["L"], st["V"], st["K"]
     lbar, vbar, kbar = (np.average(a, weights=st["n"]) for a in (level, v, k3))
-    q0 = {"rn": prior[0], "k": SKEW_FACTOR["emccd"]} | fixed
-    q0["s"] = max(kbar, 1e-12) / (q0["k"] * vbar)
-    if "b" in fixed:
-        q0["s"] = max(vbar - rounding, 1e-12) / max(lbar - fixed["b"], 1e-9)
-    q0["b"] = fixed.get("b", lbar - max(vbar - _sigma2(q0, rounding), 0.5 * vbar) / q0["s"])  # shot-limited
 
     def residuals(p):
         q = fixed | dict(zip(names, p, strict=True))
-        above = level - q["b"]
         # at one level V and K also fit a read-noise-dominated camera with a tiny background; SMLM
         # backgrounds are shot-noise limited: read variance above the photon variance is penalized
         excess_read = max(_sigma2(q, rounding) - q["s"] * (lbar - q["b"]), 0.0) / (SHOT_LIMIT_SCALE * vbar)
         return np.concatenate(
             [
-                (v - q["s"] * above - _sigma2(q, rounding)) / st["se_V"],
-                (k3 - q["k"] * q["s"] ** 2 * above) / st["se_K"],
+                (v - q["s"] * (level - q["b"]) - _sigma2(q, rounding)) / st["se_V"],
+                (k3 - q["k"] * q["s"] ** 2 * (level - q["b"])) / st["se_K"],
                 [(q["rn"] - prior[0]) / prior[1], excess_read] if "rn" in names else [],
             ]
         )
 
     lower = [0.55 if p == "k" else 0.0 if p in ("s", "rn") else -np.inf for p in names]
     upper = [3.0 if p == "k" else np.inf for p in names]
-    start = np.clip([q0[p] for p in names], np.add(lower, 1e-9), np.subtract(upper, 1e-9))
-    fit = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac")
+    fit = None
+    for slope in _start_slopes(st, fixed, rounding):  # the fit from each start, the best kept
+        q0 = {"rn": prior[0], "k": SKEW_FACTOR["emccd"], "s": slope} | fixed
+        q0["b"] = fixed.get("b", lbar - max(vbar - _sigma2(q0, rounding), 0.5 * vbar) / q0["s"])
+        start = np.clip([q0[p] for p in names], np.add(lower, 1e-9), np.subtract(upper, 1e-9))
+        trial = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac")
+        if fit is None or trial.cost < fit.cost:
+            fit = trial
     values = fixed | dict(zip(names, fit.x, strict=True))
     scale = max(1.0, 2 * fit.cost / max(len(fit.fun) - len(names), 1))
     try:
@@ -113,33 +124,51 @@ def _fit(st: dict, fixed: dict, prior: tuple[float, float], rounding: float) -> 
     return values, errors
 
 
+def _start_slopes(st: dict, fixed: dict, rounding: float) -> list[float]:
+    """Starting slopes: from V and K at the mean level (shot-limited), or the given offset; and where the
+    levels spread, the slope of the variance line."""
+    lbar, vbar, kbar = (np.average(st[a], weights=st["n"]) for a in ("L", "V", "K"))
+    if "b" in fixed:
+        return [max(vbar - rounding, 1e-12) / max(lbar - fixed["b"], 1e-9)]
+    slopes = [max(kbar, 1e-12) / (fixed.get("k", SKEW_FACTOR["emccd"]) * vbar)]
+    if len(st["L"]) > 2 and np.ptp(st["L"]) > 0:
+        line = np.polyfit(st["L"], st["V"], 1, w=1.0 / st["se_V"])[0]
+        slopes += [line] if line > 0 else []
+    return slopes
+
+
 def _level_range(st: dict, offset: float) -> float:
     """Spread of the bins' levels relative to the mean level above the offset."""
     return float((st["L"].max() - st["L"].min()) / max(np.average(st["L"], weights=st["n"]) - offset, 1e-9))
 
 
 def _fit_camera(
-    st: dict, fixed: dict, prior: tuple[float, float], rounding: float
+    st: dict, fixed: dict, prior: tuple[float, float], rounding: float, highpass: bool = False
 ) -> tuple[dict, dict, dict]:
     """``_fit`` with the read noise held at the prior's value unless the levels span ``MIN_LEVEL_RANGE``.
 
     At one level V and K are met along a whole valley of (slope, offset, read noise), where tiny
-    differences between the bins' levels would pick a point by their noise. Returns values, errors
-    and the parameters held fixed.
+    differences between the bins' levels would pick a point by their noise; the variances of the
+    high-pass (``highpass``) see only ``sigma2 - s b`` at any range. Returns values, errors and the
+    parameters held fixed.
     """
     held = fixed if "rn" in fixed else fixed | {"rn": prior[0]}
     values, errors = _fit(st, held, prior, rounding)
-    if "rn" not in fixed and _level_range(st, values["b"]) >= MIN_LEVEL_RANGE:
+    if not highpass and "rn" not in fixed and _level_range(st, values["b"]) >= MIN_LEVEL_RANGE:
         held = fixed
         values, errors = _fit(st, held, prior, rounding)
     return values, errors, held
 
 
-def _decide(st: dict, camera_type: str | None, fixed: dict, rounding: float, notes: list) -> tuple[str, str]:
+def _decide(
+    st: dict, camera_type: str | None, fixed: dict, rounding: float, notes: list, highpass: bool
+) -> tuple[str, str]:
     """The camera type and where it comes from: "given", "measured" (from a free k) or "assumed"."""
     first, _, _ = _fit_camera(st, fixed | {"k": SKEW_FACTOR[camera_type or "emccd"]}, (1.0, 2.0), rounding)
     why = "too narrow a range of background levels"
-    if _level_range(st, first["b"]) >= MIN_LEVEL_RANGE:
+    if highpass:
+        why = "frames too dense for the noise's skew to be measured"
+    elif _level_range(st, first["b"]) >= MIN_LEVEL_RANGE:
         free, errors = _fit(st, fixed, READ_NOISE_PRIOR[camera_type], rounding)
         why = f"skew factor k = {free['k']:.2f} +- {errors['k']:.2f}; 1.5 EMCCD, 1 sCMOS/CCD"
         if camera_type is not None and abs(free["k"] - SKEW_FACTOR[camera_type]) > 4 * errors["k"]:
@@ -158,10 +187,12 @@ def _decide(st: dict, camera_type: str | None, fixed: dict, rounding: float, not
     return "emccd", "assumed"
 
 
-def _derived(q: dict, sums: np.ndarray, qe: float) -> dict[str, float]:
+def _derived(q: dict, sums: np.ndarray, qe: float, background_adu: float | None = None) -> dict[str, float]:
+    """The results of fitted values ``q``; the background level from the sums unless given."""
     ape = q["s"] / (2 * q["k"] - 1)
-    total = sums.reshape(-1, sums.shape[-1]).sum(0)
-    background_adu = total[spots_psf.SX] / total[spots_psf.N]
+    if background_adu is None:
+        total = sums.reshape(-1, sums.shape[-1]).sum(0)
+        background_adu = total[moments.SX] / total[moments.N]
     return {
         "baseline": q["b"],
         "variance_slope": q["s"],
@@ -193,28 +224,123 @@ def _check_arguments(camera_type, qe, pixel_size_nm) -> str | None:
     return None if camera_type is None else str(camera_type).lower()
 
 
-def _background(valid: np.ndarray, spots, psf_sigma_px: float, notes: list) -> np.ndarray:
-    """Pixels (T, Y, X) away from spots and from the border (emitters just outside light it unseen).
+def _stats(sums: np.ndarray, highpass: bool) -> dict[str, np.ndarray]:
+    """Per-bin statistics of sums (B, 11) (``moments.bin_stats``); for the high-pass without its third
+    moment, ruled by the light that leaks through the kernel (:mod:`.dense`)."""
+    st = moments.bin_stats(sums)
+    if highpass:
+        st["se_K"] = np.full_like(st["K"], np.inf)
+    return st
 
-    A pixel is judged by the detections of the other colour of a checkerboard: selected by its own
-    noise, the kept pixels would be the quieter ones.
-    """
-    radius = spots_psf.mask_radius(psf_sigma_px)
-    black = spots_psf.checkerboard(valid.shape[1:])
-    near_black, near_white = (spots_psf.spot_mask(d, radius) for d in spots.by_colour)
-    background = valid & np.where(black, ~near_white, ~near_black)
-    border = radius // 2 + 1
-    background[:, :border] = background[:, -border:] = False
-    background[:, :, :border] = background[:, :, -border:] = False
-    covered = 1.0 - background.sum() / valid.sum()
-    if covered > 0.5:
-        notes.append(
-            f"spots and the border cover {covered:.0%} of the pixels: the noise statistics use the rest"
+
+def _disagreement(st: dict, q: dict, rounding: float) -> float:
+    """Mean squared deviation, in standard errors, of the variances ``st`` from the line of values ``q``."""
+    line = q["s"] * (st["L"] - q["b"]) + _sigma2(q, rounding)
+    return float(np.mean(((st["V"] - line) / st["se_V"]) ** 2))
+
+
+@dataclass
+class _Fit:
+    """A fit of the camera to one kind of noise moments."""
+
+    sums: np.ndarray  # (U, B, 11) per bootstrap unit and level bin
+    highpass: bool  # the moments are the high-pass's (dense.py), not those of spot-free pixels
+    camera_type: str
+    source: str  # of the camera type: "given", "measured" or "assumed"
+    fixed: dict  # parameters given (offset, read noise from dark frames) and the type's skew factor
+    values: dict
+    errors: dict
+    held: dict  # the parameters held fixed, the typical read noise where it is not measurable
+    notes: list = field(default_factory=list)
+    background_adu: float | None = None  # None: the mean level of the moments' samples
+
+
+def _fit_moments(sums, highpass: bool, camera_type, fixed: dict, rounding: float) -> _Fit:
+    """The camera type (given, measured or assumed) and the fit of the camera for it."""
+    notes: list[str] = []
+    st = _stats(sums.sum(0), highpass)
+    camera_type, source = _decide(st, camera_type, fixed, rounding, notes, highpass)
+    fixed = fixed | {"k": SKEW_FACTOR[camera_type]}
+    values, errors, held = _fit_camera(st, fixed, READ_NOISE_PRIOR[camera_type], rounding, highpass)
+    return _Fit(sums, highpass, camera_type, source, fixed, values, errors, held, notes)
+
+
+def _fit_background(
+    x, background, follows, read_var, camera_type, fixed, rounding, highpass_sums
+) -> tuple[_Fit | None, str]:
+    """The fit to the moments of spot-free pixels (:mod:`.moments`); None and why not where they are
+    too few or their variances disagree with the high-pass's (emitters the detection missed light them)."""
+    try:
+        sums = moments.moment_sums(x, background, follows, read_var)
+    except InputError:
+        return None, "too few spot-free pixels"
+    st = _stats(sums.sum(0), False)
+    pooled = _stats(sums.sum((0, 1))[None], False)
+    if len(st["L"]) == 0:
+        return None, "too few spot-free pixels at any one level"
+    if "b" not in fixed and not pooled["K"][0] > 3 * pooled["se_K"][0]:
+        raise InputError(
+            "cannot separate the camera offset from its gain: the background noise is not skewed (third "
+            f"moment {pooled['K'][0]:.3g} +- {pooled['se_K'][0]:.2g} ADU^3); give dark frames or the offset"
         )
-    return background
+    fit = _fit_moments(sums, False, camera_type, fixed, rounding)
+    if highpass_sums is not None:
+        highpass = _stats(highpass_sums.sum(0), True)
+        if len(highpass["L"]) and _disagreement(highpass, fit.values, rounding) > MAX_DISAGREEMENT:
+            return (
+                None,
+                "the noise of the spot-free pixels disagrees with the rest's (missed emitters light it)",
+            )
+    return fit, ""
 
 
-def _bootstrap(sums, fixed, prior, rounding, qe, n: int, seed: int) -> dict[str, float]:
+def _fit_frames(highpass_sums, correlation, why: str, camera_type, fixed, rounding) -> _Fit:
+    """The fit to the high-pass moments of whole frames (:mod:`.dense`), used because of ``why``;
+    ``correlation`` is the high-pass's (rho_x, rho_y, factor)."""
+    if highpass_sums is None or len(_stats(highpass_sums.sum(0), True)["L"]) == 0:
+        raise InputError(f"too few pixels to measure the noise ({why}): give more frames or larger frames")
+    fit = _fit_moments(highpass_sums, True, camera_type, fixed, rounding)
+    notes = [
+        f"dense frames ({why}): the noise is measured from their finest spatial detail, which the optics "
+        "do not pass, against the local level"
+    ]
+    if correlation[2] != 1.0:
+        notes.append(
+            f"the noise of neighbouring pixels is correlated ({correlation[0]:.2f} along rows, "
+            f"{correlation[1]:.2f} along columns; charge transfer smears it): the variances are corrected"
+        )
+    fit.notes = notes + fit.notes
+    return fit
+
+
+def _check_plausible(result: dict, errors: dict, fixed: dict, highpass: bool) -> None:
+    """InputError where the measured camera cannot be: noise that does not grow measurably with the
+    light (slope within 3 errors of 0), an offset at or above the background (which would hold no
+    photons); for dense frames also an offset more uncertain than ``MAX_OFFSET_ERROR`` of the
+    background above it."""
+    flags = "give the offset (--baseline) or dark frames (--dark), and the camera type (--camera-type)"
+    slope, se_slope = result["variance_slope"], errors.get("s", 0.0)
+    if not (math.isfinite(slope) and slope > 3 * se_slope):
+        raise InputError(
+            f"the noise does not grow measurably with the light in these frames (variance slope {slope:.3g} "
+            f"+- {se_slope:.2g}): were they denoised or rescaled? The camera cannot be measured; {flags}"
+        )
+    if "b" in fixed:
+        return
+    b, background, se_b = result["baseline"], result["background_adu"], errors.get("b", 0.0)
+    if b >= background:
+        raise InputError(
+            f"the measured offset, {b:.0f} ADU, is not below the background ({background:.0f} ADU): the "
+            f"frames cannot be calibrated; {flags}"
+        )
+    if highpass and se_b > MAX_OFFSET_ERROR * (background - b):
+        raise InputError(
+            f"the frames are too dense to measure the camera offset ({b:.0f} +- {se_b:.0f} ADU below a "
+            f"background of {background:.0f} ADU): {flags}"
+        )
+
+
+def _bootstrap(sums, fixed, prior, rounding, qe, n: int, seed: int, highpass, background) -> dict[str, float]:
     """Standard deviations of the results over units resampled and the read-noise prior redrawn."""
     rng = np.random.default_rng(seed)
     draws = []
@@ -223,8 +349,10 @@ def _bootstrap(sums, fixed, prior, rounding, qe, n: int, seed: int) -> dict[str,
         typical = max(prior[0] + prior[1] * rng.standard_normal(), 0.0)
         held = fixed | ({"rn": typical} if "rn" in fixed and prior[1] > 0 else {})
         try:
-            st = spots_psf.bin_stats(sums[pick].sum(0))
-            draws.append(_derived(_fit(st, held, (typical, prior[1]), rounding)[0], sums[pick], qe))
+            st = _stats(sums[pick].sum(0), highpass)
+            draws.append(
+                _derived(_fit(st, held, (typical, prior[1]), rounding)[0], sums[pick], qe, background)
+            )
         except (ValueError, np.linalg.LinAlgError):
             continue
     if len(draws) < 10:
@@ -274,30 +402,36 @@ def calibrate(
 
     spots = spots_psf.find_spots(x, valid, follows)
     psf = spots_psf.fit_psf(x, spots) if fit_psf else spots_psf.PsfFit(math.nan, math.nan, 0)
-    background = _background(valid, spots, psf.sigma_px, notes)
-    sums = spots_psf.moment_sums(x, background, follows, read_var)
-    st = spots_psf.bin_stats(sums.sum(0))
-    pooled = spots_psf.bin_stats(sums.sum((0, 1))[None])
-    if len(st["L"]) == 0:
-        raise InputError("too few background pixels at any one level to measure the noise")
-    if "b" not in fixed and not pooled["K"][0] > 3 * pooled["se_K"][0]:
-        raise InputError(
-            "cannot separate the camera offset from its gain: the background noise is not skewed (third "
-            f"moment {pooled['K'][0]:.3g} +- {pooled['se_K'][0]:.2g} ADU^3); give dark frames or the offset"
+    background, covered = spots_psf.background_pixels(valid, spots, psf.sigma_px)
+    highpass_sums, correlation = dense.highpass_sums(x, valid, follows, read_var)
+    fit, why = None, f"spots cover {covered:.0%} of the pixels"
+    if covered <= MAX_COVERED:
+        fit, why = _fit_background(
+            x, background, follows, read_var, camera_type, fixed, rounding, highpass_sums
         )
-
-    camera_type, source = _decide(st, camera_type, fixed, rounding, notes)
-    fixed["k"] = SKEW_FACTOR[camera_type]
+    if fit is None:
+        fit = _fit_frames(highpass_sums, correlation, why, camera_type, fixed, rounding)
+        fit.background_adu = float(x[background].mean()) if background.any() else float(np.median(x[valid]))
+    elif covered > 0.5:
+        notes.append(
+            f"spots and the border cover {covered:.0%} of the pixels: the noise statistics use the rest"
+        )
+    notes += fit.notes
+    camera_type, fixed, values, errors, held = fit.camera_type, fit.fixed, fit.values, fit.errors, fit.held
+    sums, st = fit.sums, _stats(fit.sums.sum(0), fit.highpass)
     prior = READ_NOISE_PRIOR[camera_type]
-    values, errors, held = _fit_camera(st, fixed, prior, rounding)
-    result = _derived(values, sums, qe)
+    result = _derived(values, sums, qe, fit.background_adu)
     by_type = {}
     for name in ("emccd", "scmos"):
-        v, e, _ = _fit_camera(st, fixed | {"k": SKEW_FACTOR[name]}, READ_NOISE_PRIOR[name], rounding)
+        v, e, _ = _fit_camera(
+            st, fixed | {"k": SKEW_FACTOR[name]}, READ_NOISE_PRIOR[name], rounding, fit.highpass
+        )
         by_type[name] = {"baseline": v["b"], "variance_slope": v["s"], "baseline_error": e.get("b", 0.0)}
     if variance_map is not None:
         prior = (0.0, 0.0)  # the dark frames' variance, not a typical value
-    uncertainty = _bootstrap(sums, held, prior, rounding, qe, n_bootstrap, seed) or (
+    uncertainty = _bootstrap(
+        sums, held, prior, rounding, qe, n_bootstrap, seed, fit.highpass, fit.background_adu
+    ) or (
         dict.fromkeys(result, math.nan)  # no bootstrap: the fit's covariance for the offset and slope
         | {"baseline": errors.get("b", 0.0), "variance_slope": errors["s"]}
         | {"adu_per_electron": errors["s"] / (2 * fixed["k"] - 1)}
@@ -306,11 +440,17 @@ def calibrate(
         result["read_noise_adu"] = math.sqrt(max(float(variance_map.mean()) - 1.0 / 12.0, 0.0))
         uncertainty["read_noise_adu"] = math.nan
     elif "rn" in held and "rn" not in fixed:
+        why = (
+            "dense frames show only its sum with the offset"
+            if fit.highpass
+            else "too narrow a range of levels"
+        )
         notes.append(
-            f"the read noise is not measurable from these frames (too narrow a range of levels): a typical "
+            f"the read noise is not measurable from these frames ({why}): a typical "
             f"{camera_type} value, {prior[0]:g} +- {prior[1]:g} photoelectrons, is assumed, its spread "
             "included in the uncertainties"
         )
+    _check_plausible(result, errors, fixed, fit.highpass)
 
     b, se_b = result["baseline"], np.nan_to_num(uncertainty["baseline"])
     if b + 3 * se_b + 1.0 < 0:
@@ -344,7 +484,7 @@ def calibrate(
         psf_sigma_spread_px=psf.spread_px,
         n_psf_spots=psf.n_spots,
         camera_type=camera_type,
-        camera_type_source=source,
+        camera_type_source=fit.source,
         pixel_size_nm=float(pixel_size_nm),
         qe=float(qe),
         em_gain=em_gain,
@@ -356,57 +496,3 @@ def calibrate(
         offset_map=offset_map,
         variance_map=variance_map,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# 2. Plausibility of a given camera
-
-
-def check_camera(frames_or_calibration, camera: Camera) -> list[str]:
-    """Warnings (empty when fine) where ``camera`` disagrees with the frames or a :class:`Calibration`.
-
-    Checked, each against the measurement for the camera's own type (EMCCD when ``em_gain > 1``):
-    the variance slope ``F * em_gain / e_per_adu`` (more than ``CHECK_SLOPE_RATIO`` and 3 standard
-    errors apart), a baseline above the frames' 1st percentile and above the measured offset, and
-    otherwise a baseline far from the measured offset (by a quarter of the background above it, or
-    3 standard errors).
-    Frames are measured on at most ``CHECK_MAX_FRAMES`` frames, without bootstrap or PSF fit;
-    :class:`InputError` where they cannot be (see :func:`calibrate`).
-    """
-    kind = "emccd" if camera.em_gain > 1 else "scmos"
-    cal = frames_or_calibration
-    if not isinstance(cal, Calibration):  # InputError where the frames cannot be measured
-        cal = calibrate(cal, camera_type=kind, max_frames=CHECK_MAX_FRAMES, n_bootstrap=0, fit_psf=False)
-    measured = cal.by_type[kind]
-    b, slope, se_b = measured["baseline"], measured["variance_slope"], measured["baseline_error"]
-    if kind == cal.camera_type and math.isfinite(cal.uncertainty.get("baseline", math.nan)):
-        se_b = cal.uncertainty["baseline"]
-    se_slope = cal.uncertainty.get("variance_slope", math.nan) if kind == cal.camera_type else math.nan
-    fix = (
-        f"--camera auto or --baseline {max(b, 0):.0f} --e-per-adu "
-        f"{camera.em_gain * camera.excess_noise / slope:.4g} --em-gain {camera.em_gain:g}"
-    )
-    warnings = []
-    camera_slope = camera.excess_noise * camera.em_gain / camera.e_per_adu
-    ratio = camera_slope / slope
-    if not (1 / CHECK_SLOPE_RATIO <= ratio <= CHECK_SLOPE_RATIO or abs(camera_slope - slope) <= 3 * se_slope):
-        warnings.append(
-            f"the camera's noise variance slope (F * em_gain / e_per_adu) is {camera_slope:.3g} ADU per ADU, "
-            f"the frames show {slope:.3g} ({ratio:.2g} x): photon counts would be off by about that factor; "
-            f"use {fix}"
-        )
-    above = cal.background_adu - b
-    if camera.baseline > cal.low_percentile_adu and camera.baseline - b > max(0.1 * above, 3 * se_b):
-        warnings.append(
-            f"the camera's baseline {camera.baseline:g} ADU is above the 1st percentile of the frames "
-            f"({cal.low_percentile_adu:.0f} ADU; measured offset {b:.0f} ADU): many pixels would hold "
-            f"negative photons; use {fix}"
-        )
-    elif abs(camera.baseline - b) > max(0.25 * above, 3 * se_b):
-        side = "below" if camera.baseline < b else "above"
-        warnings.append(
-            f"the camera's baseline {camera.baseline:g} ADU is far {side} the frames' measured offset "
-            f"({b:.0f} ADU): the background would read {(cal.background_adu - camera.baseline) / above:.2g} "
-            f"x its photons; use {fix}"
-        )
-    return warnings

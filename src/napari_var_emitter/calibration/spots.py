@@ -1,4 +1,4 @@
-"""Pixel statistics for the camera calibration (:mod:`.noise`): spots, PSF width, noise moments.
+"""Pixel statistics for the camera calibration (:mod:`.noise`): frames, spots, PSF width.
 
 0. Frames: validated, and read as a bounded sample (runs of consecutive frames, the central part of
    very large frames).
@@ -10,15 +10,17 @@
    (a matched filter for a PSF of about that width); a spot is where this excess is above
    ``DETECT_SIGMAS`` times the frame's noise, taken from the lower half of the excess, which emitters
    do not reach. Done twice: the second level leaves out the first pass's spots. ``spot_mask``
-   dilates the detections by a disk as wide as the PSF's tails.
+   dilates the detections by a disk as wide as the PSF's tails; ``background_pixels`` are those
+   outside it and away from the border.
 3. PSF width (``fit_psf``): isolated local maxima (``skimage.feature.peak_local_max``) whose excess is
-   at least ``BRIGHT_SIGMAS`` noise deviations, each fitted by ``scipy.optimize.least_squares`` with a
-   pixel-integrated (erf) elliptical Gaussian plus a flat background, as a camera records a Gaussian
-   PSF; elongated fits (two emitters seen as one) are left out. The median and the robust spread
+   at least ``BRIGHT_SIGMAS`` noise deviations (``FEW_SPOTS_SIGMAS`` where too few are), each fitted
+   by ``scipy.optimize.least_squares`` with a pixel-integrated (erf) elliptical Gaussian plus a flat
+   background, as a camera records a Gaussian PSF; elongated fits (two emitters seen as one) are left
+   out. The median and the robust spread
    (1.4826 * MAD) of sqrt(sigma_x sigma_y) are reported.
-4. Noise moments (``residuals``, ``moment_sums``, ``bin_stats``): residuals of the background pixels
-   that do not depend on their expected values, and per bin of background level their variance and
-   third central moment, summed per bootstrap unit.
+
+The noise moments of the pixels away from spots are :mod:`.moments`'; those of a spatial high-pass,
+which need no spot-free pixel, :mod:`.dense`'.
 """
 
 from __future__ import annotations
@@ -40,17 +42,12 @@ MATCHED_SIGMA_PX = 1.0  # detection filter
 DEFAULT_PSF_SIGMA_PX = 1.3  # before the PSF is measured
 DETECT_SIGMAS = 3.0  # spot threshold, in robust noise deviations of the filtered excess
 BRIGHT_SIGMAS = 15.0  # spots fitted for the PSF width
+MIN_PSF_SPOTS = 30  # fewer fitted: dimmer spots too, down to FEW_SPOTS_SIGMAS
+FEW_SPOTS_SIGMAS = 10.0
 MAX_PSF_SPOTS = 100  # isolated bright spots fitted
 MAX_ELONGATION = 1.2  # larger sigma_x / sigma_y: two emitters seen as one
-MIN_OTHER_FRAMES = 2  # for the temporal leave-one-out mean of a pixel
-_TRUNCATE = 3.0  # Gaussian kernels extend this many sigmas
+TRUNCATE = 3.0  # Gaussian kernels extend this many sigmas
 
-# columns of the per-(unit, bin) sums of residuals u: count, x, u^1..4, u^6, V and K factors, dark variance
-N, SX, S1, S2, S3, S4, S6, SA, SC, SR = range(10)
-N_BINS = 8
-MIN_BIN_SAMPLES = 200
-MIN_BACKGROUND_SAMPLES = 5_000
-CLIP_SIGMAS = 8.0  # residuals are winsorized this far from their median (robust deviations)
 MAX_SAMPLE_PIXELS = 2**22  # frames read at most: 200 of 144 x 144 px, 64 of 256 x 256, 16 of 512 x 512
 MIN_SIDE = 16
 MIN_PIXELS = 10_000
@@ -143,15 +140,15 @@ class PsfFit:
     n_spots: int
 
 
-def _blur(a: np.ndarray, sigma: float, truncate: float = _TRUNCATE) -> np.ndarray:
+def blur(a: np.ndarray, sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
     """Gaussian filter over the last two axes of (T, Y, X), zero outside the frame."""
     return ndimage.gaussian_filter(a, (0, sigma, sigma), mode="constant", cval=0.0, truncate=truncate)
 
 
-def _kernel_sums(sigma: float) -> tuple[float, float]:
-    """Of the 2D kernel ``_blur`` applies: its centre weight, and sum(w^2) / sum(w') for w' the kernel
+def kernel_sums(sigma: float) -> tuple[float, float]:
+    """Of the 2D kernel ``blur`` applies: its centre weight, and sum(w^2) / sum(w') for w' the kernel
     of width sigma / sqrt(2) over the same radius."""
-    radius = int(_TRUNCATE * sigma + 0.5)  # as scipy.ndimage computes it
+    radius = int(TRUNCATE * sigma + 0.5)  # as scipy.ndimage computes it
     g = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     g2 = g**2
     return float((1.0 / g.sum()) ** 2), float((g2.sum() / g.sum() ** 2) ** 2)
@@ -166,28 +163,13 @@ def smooth_level(
     """
     w = weight.astype(np.float64)
     xw = np.where(weight, x, 0.0)
-    num, den = _blur(xw, sigma), _blur(w, sigma)
+    num, den = blur(xw, sigma), blur(w, sigma)
     if leave_out:
-        centre = _kernel_sums(sigma)[0]
+        centre = kernel_sums(sigma)[0]
         num, den = num - centre * xw, den - centre * w
     ok = den > 1e-3
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
-
-
-def variance_factor(weight: np.ndarray, sigma: float = LEVEL_SIGMA_PX) -> np.ndarray:
-    """``1 + sum(w_i^2) / sum(w_i)^2`` (T, Y, X) of ``smooth_level(..., leave_out=True)``'s weights.
-
-    The variance of ``x - level`` exceeds that of x by this factor for uncorrelated noise of equal
-    variance (1 + 1 / the effective number of neighbours).
-    """
-    w = weight.astype(np.float64)
-    centre, square_ratio = _kernel_sums(sigma)
-    den = _blur(w, sigma) - centre * w
-    squares = square_ratio * _blur(w, sigma / math.sqrt(2.0), _TRUNCATE * math.sqrt(2.0)) - centre**2 * w
-    ok = den > 1e-3
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 1.0 + np.where(ok, squares / np.where(ok, den, 1.0) ** 2, np.nan)
 
 
 def _robust_std(values: np.ndarray, axis=None) -> np.ndarray:
@@ -195,55 +177,10 @@ def _robust_std(values: np.ndarray, axis=None) -> np.ndarray:
     return 1.4826 * np.nanmedian(np.abs(values - med), axis=axis)
 
 
-def _runs(follows: np.ndarray) -> list[slice]:
+def runs(follows: np.ndarray) -> list[slice]:
     """Slices of runs of consecutive frames; ``follows`` (T,) is False where a run starts."""
     starts = list(np.flatnonzero(~follows)) + [len(follows)]
     return [slice(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
-
-
-def residuals(
-    x: np.ndarray, keep: np.ndarray, follows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Noise residuals of x (T, Y, X) at the pixels ``keep``, independent of the pixels' expected values.
-
-    1. Where a pixel is kept in at least ``MIN_OTHER_FRAMES`` other frames of its run of consecutive
-       frames, its deviation from their mean: any static pattern (structure, fixed-pattern offsets)
-       cancels exactly. Without enough frames the deviation is the value itself.
-    2. Minus the leave-one-out ``smooth_level`` of the deviations in the same frame: frame-to-frame
-       changes of the level (drift, illumination) and, for single frames, smooth structure.
-
-    Returns ``u``; the leave-one-out smooth level of x (T, Y, X), the binning variable, independent of
-    u; the factor ``a`` with ``E[u^2] = a V`` and ``c`` with ``E[(u - E u)^3] = c K`` for noise of
-    variance V and third moment K; and the mask of usable samples.
-    """
-    dev, m = x, np.full(x.shape, np.inf)
-    temporal = np.zeros_like(keep)
-    for run in _runs(follows):
-        w = keep[run].astype(np.float64)
-        others = w.sum(0) - w  # (t, Y, X): kept frames other than t
-        good = keep[run] & (others >= MIN_OTHER_FRAMES)
-        temporal[run] = good
-        m[run] = np.where(good, others, np.inf)
-    if temporal.sum() >= 0.5 * keep.sum():  # enough frames: only the pattern-free deviations
-        dev = np.zeros_like(x)
-        for run in _runs(follows):
-            xw = np.where(keep[run], x[run], 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                dev[run] = np.where(temporal[run], x[run] - (xw.sum(0) - xw) / m[run], 0.0)
-        keep = temporal
-    else:
-        m[:] = np.inf
-    # The level that bins the samples and the change subtracted from them use disjoint pixels (the two
-    # colours of a checkerboard), so that binning does not select on the change's noise.
-    black = checkerboard(x.shape[1:])
-    level = smooth_level(x, keep & black, leave_out=True)
-    change = smooth_level(np.where(keep, dev, 0.0), keep & ~black, leave_out=True)
-    factor = variance_factor(keep & ~black)
-    usable = keep & np.isfinite(level) & np.isfinite(change)
-    u = np.where(usable, dev - change, 0.0)
-    a = np.where(usable, factor * (1.0 + 1.0 / m), 0.0)
-    c = 1.0 - 1.0 / m**2
-    return u, level, a, c, usable
 
 
 def checkerboard(shape: tuple[int, int]) -> np.ndarray:
@@ -288,7 +225,7 @@ def find_spots(x: np.ndarray, valid: np.ndarray, follows: np.ndarray) -> Spots:
         keep = valid & ~spot_mask(detected, 2)
         level = smooth_level(x, keep)
         level = np.where(np.isnan(level), fill, level)
-        for run in _runs(follows):
+        for run in runs(follows):
             if run.stop - run.start >= 5:  # static pattern: the pixel's median excess over its kept frames
                 level[run] += _median_over_frames(x[run] - level[run], keep[run])
         excess, noise, detected = _detect(x - level, valid)
@@ -313,6 +250,23 @@ def mask_radius(psf_sigma_px: float) -> int:
     return max(4, int(math.ceil(3.0 * sigma)) + 1)
 
 
+def background_pixels(valid: np.ndarray, spots, psf_sigma_px: float) -> tuple[np.ndarray, float]:
+    """Pixels (T, Y, X) away from spots and from the border (emitters just outside light it unseen),
+    and the fraction of the valid pixels that spots and the border cover.
+
+    A pixel is judged by the detections of the other colour of a checkerboard: selected by its own
+    noise, the kept pixels would be the quieter ones.
+    """
+    radius = mask_radius(psf_sigma_px)
+    black = checkerboard(valid.shape[1:])
+    near_black, near_white = (spot_mask(d, radius) for d in spots.by_colour)
+    background = valid & np.where(black, ~near_white, ~near_black)
+    border = radius // 2 + 1
+    background[:, :border] = background[:, -border:] = False
+    background[:, :, :border] = background[:, :, -border:] = False
+    return background, float(1.0 - background.sum() / valid.sum())
+
+
 def _integrated_gaussian(p: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Gaussian (x0, y0, amplitude, sigma_x, sigma_y) integrated over the pixels of ``grid``, plus p[5]."""
     x0, y0, amplitude, sx, sy, background = p
@@ -325,8 +279,9 @@ def _integrated_gaussian(p: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return amplitude * np.outer(ey, ex) + background
 
 
-def _bright_isolated_peaks(spots: Spots, half: int) -> list[tuple[int, int, int]]:
-    """(t, row, col) of isolated bright maxima whose ``2 half + 1`` box fits in the frame.
+def _bright_isolated_peaks(spots: Spots, half: int, sigmas: float) -> list[tuple[int, int, int]]:
+    """(t, row, col) of isolated maxima ``sigmas`` noise deviations bright whose ``2 half + 1`` box fits
+    in the frame.
 
     At most ``MAX_PSF_SPOTS``, spread evenly over the candidates: not the brightest, which would
     favour two emitters seen as one.
@@ -341,7 +296,7 @@ def _bright_isolated_peaks(spots: Spots, half: int) -> list[tuple[int, int, int]
         )
         h, w = frame.shape
         for r, c in coords:
-            if frame[r, c] < BRIGHT_SIGMAS * spots.noise[t]:
+            if frame[r, c] < sigmas * spots.noise[t]:
                 continue
             if r < half or c < half or r >= h - half or c >= w - half:
                 continue
@@ -381,91 +336,28 @@ def _fit_sigmas(x: np.ndarray, peaks: list, half: int) -> np.ndarray:
 
 
 def fit_psf(x: np.ndarray, spots: Spots) -> PsfFit:
-    """Median Gaussian sigma (pixels) of isolated bright spots in x (T, Y, X) ADU."""
-    half = 4
-    sigmas = _fit_sigmas(x, _bright_isolated_peaks(spots, half), half)
-    if len(sigmas) >= 3 and 3.0 * np.median(sigmas) + 1 > half:  # a wide PSF: refit in wider boxes
-        half = min(10, int(math.ceil(3.0 * np.median(sigmas))) + 1)
-        sigmas = _fit_sigmas(x, _bright_isolated_peaks(spots, half), half)
+    """Median Gaussian sigma (pixels) of isolated bright spots in x (T, Y, X) ADU.
+
+    Where fewer than ``MIN_PSF_SPOTS`` are ``BRIGHT_SIGMAS`` bright (dense, dim emitters), those few
+    are often two emitters seen as one, round enough to pass (HD-low simulations: +7 % wide, 10 % rms,
+    from 6-30 spots): spots down to ``FEW_SPOTS_SIGMAS`` are fitted as well (+1.5 %, 2 % rms).
+    """
+
+    def fit(bright: float) -> np.ndarray:
+        half = 4
+        sigmas = _fit_sigmas(x, _bright_isolated_peaks(spots, half, bright), half)
+        if len(sigmas) >= 3 and 3.0 * np.median(sigmas) + 1 > half:  # a wide PSF: refit in wider boxes
+            half = min(10, int(math.ceil(3.0 * np.median(sigmas))) + 1)
+            sigmas = _fit_sigmas(x, _bright_isolated_peaks(spots, half, bright), half)
+        return sigmas
+
+    sigmas = fit(BRIGHT_SIGMAS)
+    if len(sigmas) < MIN_PSF_SPOTS:
+        sigmas = fit(FEW_SPOTS_SIGMAS)
     if len(sigmas) == 0:
         return PsfFit(sigma_px=math.nan, spread_px=math.nan, n_spots=0)
     spread = float(_robust_std(sigmas)) if len(sigmas) > 1 else math.nan
     return PsfFit(sigma_px=float(np.median(sigmas)), spread_px=spread, n_spots=len(sigmas))
-
-
-# --------------------------------------------------------------------------------------------------
-# 4. Noise moments per bin of background level
-
-
-def _winsorize(r: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
-    """r clipped, per bin, to ``CLIP_SIGMAS`` robust standard deviations (1.4826 MAD) of its median.
-
-    Camera noise almost never reaches that far; the light of an emitter missed by the detection does,
-    and the third moment, cubed, would be ruled by a few such samples.
-    """
-    out = r.copy()
-    for j in range(n_bins):
-        sel = bins == j
-        if sel.any():
-            med = np.median(r[sel])
-            limit = CLIP_SIGMAS * 1.4826 * np.median(np.abs(r[sel] - med))
-            out[sel] = np.clip(r[sel], med - limit, med + limit)
-    return out
-
-
-def moment_sums(x, background, follows, read_var, n_bins=N_BINS) -> np.ndarray:
-    """Per-(unit, level bin) sums (U, B, 10) of the residuals' powers (``residuals``).
-
-    Bins are quantiles of the spatial level, which does not depend on the pixel's own noise. Units, the
-    blocks the bootstrap resamples, are frames for 20 frames or more, else 4 x 4 blocks of each frame.
-    """
-    t, h, w = x.shape
-    u, level, a, c, keep = residuals(x, background, follows)
-    if keep.sum() < MIN_BACKGROUND_SAMPLES:
-        raise InputError(
-            f"only {int(keep.sum())} background pixels away from emitters (need {MIN_BACKGROUND_SAMPLES}): "
-            "give more frames or sparser data"
-        )
-    edges = np.quantile(level[keep], np.linspace(0, 1, n_bins + 1)[1:-1])
-    if t >= 20:
-        unit, n_units = np.broadcast_to(np.arange(t)[:, None, None], x.shape), t
-    else:
-        rows, cols = np.arange(h) * 4 // h, np.arange(w) * 4 // w
-        unit = np.arange(t)[:, None, None] * 16 + rows[None, :, None] * 4 + cols[None, None, :]
-        n_units = 16 * t
-    bins = np.searchsorted(edges, level[keep])
-    idx = unit[keep] * n_bins + bins
-    r = _winsorize(u[keep], bins, n_bins)
-    r2 = r * r
-    dark = read_var[keep] if read_var is not None else np.zeros_like(r)
-    columns = [np.ones_like(r), x[keep], r, r2, r2 * r, r2 * r2, r2**3, a[keep], c[keep], dark]
-    sums = np.stack([np.bincount(idx, weights=col, minlength=n_units * n_bins) for col in columns], axis=1)
-    return sums.reshape(n_units, n_bins, len(columns))
-
-
-def bin_stats(s: np.ndarray) -> dict[str, np.ndarray]:
-    """Level L, variance V, third moment K and their standard errors per bin, from sums (B, 10).
-
-    The standard errors scale as V / sqrt(n) and V^1.5 / sqrt(n), with the constants of the pooled
-    sample: a bin's own fourth and sixth moments would weigh its estimates by their own outliers.
-    """
-    s = s[s[:, N] >= MIN_BIN_SAMPLES]
-    n = s[:, N]
-    m1, m2, m3 = (s[:, c] / n for c in (S1, S2, S3))
-    k3 = (m3 - 3 * m1 * m2 + 2 * m1**3) * n / s[:, SC]
-    v = (m2 - m1**2) * n / s[:, SA]
-    p = s.sum(0) / s[:, N].sum()  # pooled raw moments
-    spread_v = math.sqrt(max(p[S4] - p[S2] ** 2, 1e-24)) / p[S2]
-    spread_k = math.sqrt(max(p[S6] - 6 * p[S4] * p[S2] + 9 * p[S2] ** 3 - p[S3] ** 2, 1e-36)) / p[S2] ** 1.5
-    scale = np.maximum(v, 1e-12) / np.sqrt(n)
-    return {
-        "L": s[:, SX] / n,
-        "V": v - s[:, SR] / n,
-        "K": k3,
-        "se_V": spread_v * scale,
-        "se_K": spread_k * np.maximum(v, 1e-12) ** 1.5 / np.sqrt(n),
-        "n": n,
-    }
 
 
 __all__ = [
@@ -476,9 +368,11 @@ __all__ = [
     "Spots",
     "PsfFit",
     "smooth_level",
-    "residuals",
+    "runs",
+    "checkerboard",
     "find_spots",
     "spot_mask",
     "mask_radius",
+    "background_pixels",
     "fit_psf",
 ]
