@@ -39,7 +39,7 @@ from .detect import detections, in_untiled_order, tile_detections
 from .neighbours import dedupe
 from .options import PredictOptions
 from .pooling import TemporalPooler, pooling_on
-from .refine import CONFIRM_FLOOR, confirmed
+from .refine import CONFIRM_FLOOR, confirmed, side_lobes
 from .refine import refine as refine_fit
 from .tiling import TilePlan, cut, plan_tiles, stitch
 
@@ -311,8 +311,8 @@ def detect(run: RunPlan, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict
 def refine(run: RunPlan, det: dict[str, torch.Tensor], photons: torch.Tensor) -> dict[str, torch.Tensor]:
     """With ``refine``: every detection fitted by Poisson maximum likelihood on ``photons`` (the
     chunk's own frames), with its neighbours' light in the model (:mod:`.refine`); with ``confirm``,
-    candidates below the threshold are kept where the fit confirms them, else only the threshold
-    decides."""
+    candidates below the threshold are kept where the fit confirms them and unsure detections that
+    are a brighter neighbour's side lobe are dropped, else only the threshold decides."""
     if not run.options.refine:
         return det
     fit = refine_fit(
@@ -330,6 +330,9 @@ def refine(run: RunPlan, det: dict[str, torch.Tensor], photons: torch.Tensor) ->
     det["bkgstd"] = fit["background"].clamp_min(0.0).sqrt()
     if run.options.confirm:
         keep = confirmed(det["probability"], fit, run.threshold)
+        keep &= ~side_lobes(
+            det["frame"], det["x"], det["y"], det["photons"], det["probability"], run.psf_sigma_px
+        )
         det = {k: v[keep] for k, v in det.items()}
     return det
 
