@@ -1,5 +1,5 @@
 """Training on the wider simulated family: TrainConfig's options, the JSON recipes, the batches they
-draw (cameras converted exactly), and today's recipes drawing exactly the batches they did."""
+draw (cameras converted exactly), and the base family's recipes drawing exactly the batches they did."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_wide_recipes_build_their_lean_network_and_draw_half_their_batches_wide(
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     rng = random.Random(0)
     sims = [_simulation(cfg, rng) for _ in range(400)]
-    today = [
+    base_family = [
         s
         for s in sims
         if s.psf_model == "gaussian"
@@ -71,7 +71,7 @@ def test_wide_recipes_build_their_lean_network_and_draw_half_their_batches_wide(
         and s.photon_distribution == "uniform"
         and s.background_blobs == 0
     ]
-    assert 0.3 < len(today) / len(sims) < 1 - cfg.wide_fraction + 0.1
+    assert 0.3 < len(base_family) / len(sims) < 1 - cfg.wide_fraction + 0.1
     assert {s.psf_model for s in sims} == {"gaussian", "pupil"}
     assert {s.photon_distribution for s in sims} == {"uniform", "log-uniform", "exponential", "log-normal"}
 

@@ -2,7 +2,7 @@
 
 python training/bench_simulator.py [--device cpu] [--seconds 3] [--threads 1]
 
-Rows: fixed families (batch 64: today's Gaussian PSF on uniform or filament scenes; the pupil PSF
+Rows: fixed families (batch 64: the base family's Gaussian PSF on uniform or filament scenes; the pupil PSF
 over NA 1.2-1.5, 500-700 nm, defocus +-400 nm, spherical aberration +-0.5 waves, with and without
 per-emitter depth; an sCMOS camera with per-pixel maps, out-of-focus blobs and exponential photons),
 then the training recipes as they draw a new simulation per batch of 16 (``train._simulation``):
