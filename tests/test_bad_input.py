@@ -5,7 +5,7 @@ CLI: exit code 2, exactly one line ``napari-var-emitter: error: ...`` on stderr,
 no output file (nor a temporary one) left behind. Widgets: an error notification, and the viewer
 keeps working. A row with ``error=None`` is input that is odd but valid: it must be accepted.
 
-``API_WIRING`` rows are predict's own checks (``io.check_frame_shape`` and ``io.check_values``).
+``API_WIRING`` rows are predict's own checks (``io.stack.check_frame_shape`` and ``io.frames.check_values``).
 """
 
 import os
@@ -30,8 +30,9 @@ from napari_var_emitter.errors import (
     PicassoFormatError,
     VarEmitterError,
 )
-from napari_var_emitter.io.frames import MAX_FRAME_PIXELS, as_frames, read_frames
+from napari_var_emitter.io.frames import as_frames, read_frames
 from napari_var_emitter.io.localizations import read_csv
+from napari_var_emitter.io.stack import MAX_FRAME_PIXELS
 from napari_var_emitter.io.tables import read_localizations, write_localizations
 from napari_var_emitter.localize import predict
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor

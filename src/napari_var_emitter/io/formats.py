@@ -8,7 +8,7 @@ camera.
 
 These packages are the ``formats`` extra (``pip install "napari-var-emitter[formats]"``); a file
 that needs a missing one is refused with one line that says which. Each stack reads only the frames
-that are indexed (:class:`.stream.LazyStack`). :func:`frames_metadata` reads the pixel size (and,
+that are indexed (:class:`.stack.LazyStack`). :func:`frames_metadata` reads the pixel size (and,
 where a file records them, camera values) from the file's header, without reading pixels.
 """
 
@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .frames import check_frame_shape
-from .stream import LazyStack
+from .stack import LazyStack, check_frame_shape
 
 FORMATS_EXTRA = 'pip install "napari-var-emitter[formats]"'
 PACKAGES = {"zarr": "zarr", "nd2": "nd2", "czi": "pylibCZIrw"}

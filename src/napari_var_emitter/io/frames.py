@@ -25,51 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .stack import MAX_FRAME_PIXELS, MIN_FRAME_SIZE, check_frame_shape
 
-MIN_FRAME_SIZE = 8  # pixels per side: a 7x7 fitting box plus a margin
-MAX_FRAME_PIXELS = 16384 * 16384  # 1 GiB as float32; larger frames must be cropped or binned
 MAX_IN_MEMORY_BYTES = 4 << 30  # a TIFF that cannot be memory-mapped is read whole up to this
 MAX_ABS_VALUE = 1e12  # ADU
-
-
-def check_frame_shape(
-    shape,
-    *,
-    min_size: int = MIN_FRAME_SIZE,
-    max_pixels: int = MAX_FRAME_PIXELS,
-    name: str = "frames",
-) -> tuple[int, int, int]:
-    """Check the shape of a frame ``(Y, X)`` or a stack ``(T, Y, X)``; return ``(T, Y, X)``.
-
-    Raises :class:`InputError` for an empty stack, an RGB(A) image, another number of dimensions,
-    frames smaller than ``min_size`` pixels on a side or larger than ``max_pixels`` pixels. Only the
-    shape is looked at: nothing is read or allocated.
-    """
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}: not an array shape: {shape!r}") from None
-    if any(s == 0 for s in shape) or not shape:
-        raise InputError(f"{name}: the image is empty (shape {shape})")
-    if len(shape) == 3 and shape[-1] in (3, 4) and shape[-2] > shape[-1] * 2:
-        raise InputError(
-            f"{name}: shape {shape} looks like an RGB(A) image; expected grayscale frames (T, Y, X)"
-        )
-    if len(shape) not in (2, 3):
-        raise InputError(
-            f"{name}: expected a frame (Y, X) or a stack (T, Y, X), "
-            f"got {len(shape)} dimensions (shape {shape})"
-        )
-    t, h, w = (1, *shape) if len(shape) == 2 else shape
-    if min(h, w) < min_size:
-        raise InputError(f"{name}: frames of {h}x{w} px are too small (at least {min_size}x{min_size})")
-    if h * w > max_pixels:
-        side = math.isqrt(max_pixels)
-        raise InputError(
-            f"{name}: frames of {h}x{w} px are too large (at most {max_pixels:,} px, e.g. {side}x{side}); "
-            "crop or bin the movie"
-        )
-    return t, h, w
 
 
 def check_values(array: np.ndarray, *, name: str = "frames") -> None:

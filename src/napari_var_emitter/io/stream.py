@@ -25,59 +25,9 @@ import numpy as np
 
 from ..errors import InputError
 from .atomic import atomic_path
-from .frames import check_frame_shape, raise_if_damaged, read_frames, tifffile_warnings
+from .frames import raise_if_damaged, read_frames, tifffile_warnings
 from .localizations import Localizations, check_pixel_size, csv_header, csv_rows
-
-
-class LazyStack:
-    """A ``(T, Y, X)`` stack read from its file only where it is indexed, like a memory map.
-
-    Indexing with an integer, a slice or a tuple starting with one returns numpy arrays. Keeps the
-    file open until :meth:`close` (or garbage collection). Subclasses read frames [a, b).
-    """
-
-    ndim = 3
-    path: Path
-    shape: tuple[int, int, int]
-    dtype: np.dtype
-
-    def _read(self, a: int, b: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        rest = ()
-        if isinstance(key, tuple):
-            key, rest = (key[0], key[1:]) if key else (slice(None), ())
-        n = self.shape[0]
-        if isinstance(key, slice):
-            start, stop, step = key.indices(n)
-            if step == 1:
-                out = self._read(start, max(start, stop))
-            else:
-                frames = [self._read(i, i + 1) for i in range(start, stop, step)]
-                out = np.concatenate(frames) if frames else np.zeros((0, *self.shape[1:]), self.dtype)
-            return out[(slice(None), *rest)] if rest else out
-        index = int(key)
-        if not -n <= index < n:
-            raise IndexError(f"frame {index} is outside 0..{n - 1}")
-        out = self._read(index % n, index % n + 1)[0]
-        return out[rest] if rest else out
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+from .stack import LazyStack, check_frame_shape
 
 
 class RawTiffStack(LazyStack):

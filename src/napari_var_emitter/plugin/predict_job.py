@@ -14,8 +14,8 @@ import numpy as np
 
 from ..camera import CAMERA_FIELDS
 from ..errors import InputError, VarEmitterError
-from ..io.frames import MIN_FRAME_SIZE, check_frame_shape
 from ..io.localizations import Localizations
+from ..io.stack import MIN_FRAME_SIZE, check_frame_shape
 from ..localize.options import PredictOptions
 from .session import Scene
 from .worker_panel import relay_errors
