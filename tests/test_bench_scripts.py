@@ -1,4 +1,4 @@
-"""training/benchmark.py, bench_speed.py and gpu_check.py: tiny runs of their real code paths."""
+"""The scripts of training/ (benchmark, speed, GPU check, network, profile, ONNX): tiny real runs."""
 
 import json
 import subprocess
@@ -206,3 +206,28 @@ def test_profile_predict_times_every_stage_and_restores_predict(tmp_path):
     stages = dict(zip(names, cells[1:7], strict=True))
     assert stages["network"] > 0 and stages["refinement"] > 0 and stages["peaks"] > 0
     assert {name: getattr(predict_module, name) for name in profile_predict.STAGES} == before
+
+
+def test_bench_onnx_agrees_with_torch_in_float32(capsys):
+    import bench_onnx
+
+    assert bench_onnx.main(["--model", "bundled", "--batch", "2", "--repeats", "1"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [line.split("|")[1:-1] for line in table[1:]]  # [0] is the header
+    runtimes = [r[1].strip() for r in rows]
+    assert runtimes == [
+        "torch, as predict runs it (bf16)" if "bf16" in runtimes[0] else "torch, as predict runs it (fp32)",
+        "torch fp32, dense",
+        "ONNX Runtime fp32, dense",
+        "ONNX Runtime int8 (static), dense",
+    ]
+    assert all(float(r[2]) > 0 for r in rows)
+    assert float(rows[2][3]) < 1e-4  # the exported float32 graph computes what torch does
+
+
+def test_bench_onnx_without_onnx_runtime_says_so_in_one_line(monkeypatch, capsys):
+    import bench_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    assert bench_onnx.main([]) == 2
+    assert capsys.readouterr().err.strip() == bench_onnx.MISSING
