@@ -194,7 +194,7 @@ def test_dedupe_keeps_the_higher_score_as_the_classical_one():
 
 
 def test_torch_model_of_a_box_is_the_classical_one():
-    from napari_var_emitter.localize.refine import gaussian_model as torch_model
+    from napari_var_emitter.localize.psf_models import gaussian_model as torch_model
 
     rng = np.random.default_rng(6)
     theta = np.column_stack(

@@ -2,7 +2,8 @@
 
 The network finds the emitters and gives each a position, photons and background; this step
 then fits every emitter to the pixels around it by Poisson maximum likelihood (the same
-integrated-Gaussian model, EMCCD correction and Levenberg-Marquardt as ``classical.fit_spots``),
+integrated-Gaussian model, EMCCD correction and Levenberg-Marquardt as ``classical.fit_spots``,
+or a PSF measured from beads: :mod:`.psf_models`),
 with the light of its detected neighbours in the model as a fixed term. Two rounds (a block
 Jacobi iteration of the joint fit of all emitters) let neighbours settle together. Fits that fail,
 move more than ``max_shift`` from the network's position or end with no photons keep the network's
@@ -29,7 +30,9 @@ import numpy as np
 import torch
 
 from ..camera import Camera
+from ..measured_psf import MeasuredPsf
 from .neighbours import neighbour_pairs
+from .psf_models import model_for
 
 BOX = 7
 ROUNDS = 2
@@ -68,40 +71,7 @@ OUTPUTS = ("x", "y", "photons", "background", "uncertainty", "photons_sd", "crow
 # 1. the model of a box and its fit
 
 
-def gaussian_model(theta_N5: torch.Tensor, box: int, with_jacobian: bool):
-    """Integrated Gaussian + background on a (box, box) grid: ``classical.gaussian_model`` in torch.
-
-    theta = (x, y, photons, background, sigma) in box pixels (pixel centres at 0..box-1).
-    Returns mu (N, box, box) and, if asked, d mu / d (x, y, photons, background): (N, 4, box, box).
-    """
-    grid = torch.arange(box, dtype=theta_N5.dtype, device=theta_N5.device)[None]
-    x, y, n, b, s = (theta_N5[:, k : k + 1] for k in range(5))
-    r2s = math.sqrt(2.0) * s
-    ax, cx = (grid - x + 0.5) / r2s, (grid - x - 0.5) / r2s  # (N, B) upper and lower pixel edges
-    ay, cy = (grid - y + 0.5) / r2s, (grid - y - 0.5) / r2s
-    ex = 0.5 * (torch.erf(ax) - torch.erf(cx))  # (N, B) fraction of the PSF in each column
-    ey = 0.5 * (torch.erf(ay) - torch.erf(cy))  # (N, B) ... in each row
-    psf = ey[:, :, None] * ex[:, None, :]  # (N, B, B) rows = y, cols = x
-    mu = b[:, :, None] + n[:, :, None] * psf
-    if not with_jacobian:
-        return mu, None
-    norm = math.sqrt(2 * math.pi) * s
-    dex_dx = (torch.exp(-(cx**2)) - torch.exp(-(ax**2))) / norm
-    dey_dy = (torch.exp(-(cy**2)) - torch.exp(-(ay**2))) / norm
-    nn = n[:, :, None]
-    jac = torch.stack(
-        [
-            nn * ey[:, :, None] * dex_dx[:, None, :],
-            nn * dey_dy[:, :, None] * ex[:, None, :],
-            psf,
-            torch.ones_like(psf),
-        ],
-        dim=1,
-    )
-    return mu, jac
-
-
-def _neighbour_light(pairs, n_boxes, x, y, n, ox, oy, sigma, box) -> torch.Tensor:
+def _neighbour_light(pairs, n_boxes, x, y, n, ox, oy, sigma, box, model) -> torch.Tensor:
     """(n_boxes, box, box): expected photons of the neighbours on each box (pairs: box, emitter)."""
     out = torch.zeros((n_boxes, box, box), dtype=x.dtype, device=x.device)
     if len(pairs) == 0:
@@ -109,12 +79,13 @@ def _neighbour_light(pairs, n_boxes, x, y, n, ox, oy, sigma, box) -> torch.Tenso
     i, j = pairs[:, 0], pairs[:, 1]
     zeros = torch.zeros_like(n[j])
     theta = torch.stack([x[j] - ox[i], y[j] - oy[i], n[j], zeros, zeros + sigma], dim=1)
-    light, _ = gaussian_model(theta, box, with_jacobian=False)
+    light, _ = model(theta, box, with_jacobian=False)
     return out.index_add_(0, i, light)
 
 
-def _fit(spots, others, theta, scale, offset, n_iter):
-    """LM fit of (x, y, photons, background) per box, sigma fixed, ``others`` a fixed addend.
+def _fit(spots, others, theta, scale, offset, n_iter, model):
+    """LM fit of (x, y, photons, background) per box with the PSF ``model`` (:mod:`.psf_models`),
+    sigma fixed, ``others`` a fixed addend.
 
     Returns theta (N, 5), the Fisher information (N, 4, 4) at the end, a finite flag and the
     reduced Poisson deviance (~1 for a good fit).
@@ -126,7 +97,7 @@ def _fit(spots, others, theta, scale, offset, n_iter):
     eye = torch.eye(4, dtype=theta.dtype, device=theta.device)
 
     def evaluate(th):
-        mu, jac = gaussian_model(th, B, with_jacobian=True)
+        mu, jac = model(th, B, with_jacobian=True)
         mu_c = ((mu + others) * scale + offset).reshape(N, -1)
         ll = (counts * torch.log(mu_c) - mu_c).sum(dim=1)
         return mu_c, jac.reshape(N, 4, -1) * scale, ll
@@ -195,14 +166,17 @@ def refine(
     n_iter: int = N_ITER,
     max_shift: float = MAX_SHIFT,
     min_separation: float = MIN_SEPARATION,
+    psf: MeasuredPsf | None = None,
 ) -> dict:
     """Refine localizations of ``photons_THW`` (incident photons; ``frame`` indexes its first axis).
 
     Positions and ``uncertainty`` (the network's calibrated 1-sigma) in pixels, pixel centre =
-    integer. Returns x, y, photons, background, uncertainty, ``photons_sd`` (the fit's Cramer-Rao
-    bound of the photons), ``crowding`` (the neighbours' share of the light in the box; both NaN
-    where not fitted) and ``fitted`` (False where the network's values were kept): torch tensors
-    on the frames' device if ``photons_THW`` is a tensor, numpy arrays otherwise.
+    integer. ``psf``, a PSF measured from beads, replaces the Gaussian of width ``psf_sigma_px``
+    in the model (:mod:`.psf_models`). Returns x, y, photons, background, uncertainty,
+    ``photons_sd`` (the fit's Cramer-Rao bound of the photons), ``crowding`` (the neighbours' share
+    of the light in the box; both NaN where not fitted) and ``fitted`` (False where the network's
+    values were kept): torch tensors on the frames' device if ``photons_THW`` is a tensor, numpy
+    arrays otherwise.
 
     A fit's uncertainty is its Cramer-Rao bound, inflated by the fit's reduced deviance where that
     exceeds 1 (light the model does not explain), combined in quadrature with a share of the
@@ -238,13 +212,16 @@ def refine(
             n_iter,
             max_shift,
             min_separation,
+            model_for(psf, device, dtype),
         )
     if as_numpy:
         return {k: v.cpu().numpy() for k, v in result.items()}
     return result
 
 
-def _refine(frames, frame, x0, y0, n0, b0, u0, camera, sigma, box, rounds, n_iter, max_shift, min_separation):
+def _refine(
+    frames, frame, x0, y0, n0, b0, u0, camera, sigma, box, rounds, n_iter, max_shift, min_separation, model
+):
     N = len(x0)
     _, H, W = frames.shape
     result = {"x": x0.clone(), "y": y0.clone(), "photons": n0.clone(), "background": b0.clone()}
@@ -295,9 +272,9 @@ def _refine(frames, frame, x0, y0, n0, b0, u0, camera, sigma, box, rounds, n_ite
         a = torch.nonzero(active)[:, 0]
         if len(a) == 0:
             break
-        others_all = _neighbour_light(pairs_local, M, x, y, n, ox, oy, sigma, box)
+        others_all = _neighbour_light(pairs_local, M, x, y, n, ox, oy, sigma, box, model)
         theta[a], fisher[a], finite[a], reduced[a] = _fit(
-            spots[a], others_all[a], theta[a], scale, offset, n_iter
+            spots[a], others_all[a], theta[a], scale, offset, n_iter, model
         )
         xf, yf = theta[:, 0] + ox, theta[:, 1] + oy
         good = finite & torch.isfinite(theta).all(dim=1) & (theta[:, 2] > 1.0)

@@ -121,9 +121,15 @@ def pixel_table(fine: torch.Tensor, oversample: int = OVERSAMPLE) -> torch.Tenso
     the light drawn is the same, and centred on the emitter, at every sub-pixel position; then
     renormalised to sum 1 over a pixel-centred emitter's pixels (module docstring).
     """
-    table = _box_sum(_box_sum(fine, 1, oversample), 2, oversample)  # (K, 2J+1, 2J+1)
+    return taper_table(_box_sum(_box_sum(fine, 1, oversample), 2, oversample), oversample)
+
+
+def taper_table(table: torch.Tensor, oversample: int = OVERSAMPLE) -> torch.Tensor:
+    """A pixel table (K, 2J+1, 2J+1) tapered to 0 at ``J / oversample - 1.5`` pixels from the
+    emitter (a raised cosine over TAPER_PX) and renormalised to sum 1 over a pixel-centred emitter's
+    pixels (module docstring); J a multiple of ``oversample``."""
     centre = table.shape[-1] // 2  # J
-    offset = (torch.arange(table.shape[-1], device=fine.device, dtype=torch.float32) - centre) / oversample
+    offset = (torch.arange(table.shape[-1], device=table.device, dtype=table.dtype) - centre) / oversample
     distance = torch.sqrt(offset[:, None] ** 2 + offset[None, :] ** 2)  # (2J+1, 2J+1) pixels
     edge = centre / oversample - 1.5  # radius - 0.5
     ramp = ((edge - distance) / TAPER_PX).clamp(0.0, 1.0)
