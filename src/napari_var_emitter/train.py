@@ -58,6 +58,8 @@ class TrainConfig:
     background_photons: tuple[float, float] = (10.0, 150.0)
     background_variation: float = 0.3
     filament_fraction: float = 0.5  # batches with emitters on filaments rather than uniform
+    # a PSF measured from beads (calibrate --beads): every movie is drawn with it, not the Gaussian
+    psf_file: str | None = None
     # The wider family: a batch is drawn from it with probability wide_fraction, else from the
     # settings above exactly as without it. In a wide batch:
     wide_fraction: float = 0.0
@@ -116,6 +118,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be a range (low, high) with 0 < low <= high, got ({lo}, {hi})")
         if self.emccd_gain[0] < 1:
             raise InputError(f"emccd_gain must be >= 1, got {self.emccd_gain}")
+        if self.psf_file is not None:  # readable, and of the camera's pixel size
+            _simulation(replace(self, wide_fraction=0.0), random.Random(0))
         if self.wide_fraction > 0:  # the widest settings must make a valid simulation
             _wide(self, _simulation(replace(self, wide_fraction=0.0), random.Random(0)), _Widest())
 
@@ -177,6 +181,8 @@ def _simulation(cfg: TrainConfig, rng: random.Random, structure: str | None = No
         structure=structure or ("filaments" if rng.random() < cfg.filament_fraction else "uniform"),
         camera=cfg.camera,
     )
+    if cfg.psf_file is not None:
+        sim = replace(sim, psf_model="measured", psf_file=cfg.psf_file)
     if cfg.wide_fraction > 0 and rng.random() < cfg.wide_fraction:
         sim = _wide(cfg, sim, rng)
     return sim

@@ -3,6 +3,10 @@
 Prints the measurement in words (each value with its standard error, the camera as flags, notes),
 or with ``--json`` one JSON object (docs/CONVENTIONS.md, section 5); ``--out camera.json`` saves
 that object, which ``--camera camera.json`` then reads.
+
+``calibrate --beads BEADS.tif --out psf.json``: the PSF measured from an image stack of beads
+(:mod:`..calibration.beads`), which ``predict --psf psf.json`` fits and ``simulate``/``train`` draw
+(``--psf psf.json``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ def add(sub) -> None:
     p.add_argument(
         "frames",
         metavar="FRAMES",
+        nargs="?",
         help="camera frames (T, Y, X) or one frame, in ADU (the formats of predict)",
+    )
+    p.add_argument(
+        "--beads",
+        default=None,
+        metavar="BEADS.tif",
+        help="instead of FRAMES: an image or z-stack of isolated beads (the formats of predict); "
+        "measures the PSF (a pixelated model, in focus) for predict --psf, simulate --psf, train --psf",
     )
     p.add_argument(
         "--camera-type",
@@ -46,7 +58,12 @@ def add(sub) -> None:
         help="frames taken with no light: per-pixel offset and noise",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of words")
-    p.add_argument("--out", default=None, metavar="camera.json", help="also save the JSON object here")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="camera.json",
+        help="also save the JSON object here (with --beads: the PSF)",
+    )
     p.set_defaults(run=run)
 
 
@@ -57,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and not args.out.endswith(".json"):
         raise InputError(f"--out must be a .json file, got {args.out}")
+    if (args.frames is None) == (args.beads is None):
+        raise InputError("give camera frames (FRAMES) or a bead stack (--beads BEADS.tif), one of them")
+    if args.beads:
+        return _beads(args)
     frames = open_frames(args.frames)
     dark = open_frames(args.dark) if args.dark else None
     kwargs = {k: getattr(args, k) for k in ("pixel_size_nm", "baseline") if getattr(args, k) is not None}
@@ -76,4 +97,36 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_text(args.out, text + "\n")
     print(text if args.json else "\n".join(result.lines()))
+    return 0
+
+
+def _beads(args: argparse.Namespace) -> int:
+    from ..calibration.beads import measure_psf
+    from ..io.formats import frames_metadata
+    from ..io.frames import as_frames
+    from ..io.stream import close_frames, open_frames
+
+    pixel_size = args.pixel_size_nm or frames_metadata(args.beads).get("pixel_size_nm", 100.0)
+    stack = open_frames(args.beads)
+    try:
+        psf = measure_psf(as_frames(stack[:]), pixel_size_nm=float(pixel_size))
+    finally:
+        close_frames(stack)
+    if args.out:
+        psf.save(args.out)
+    summary = {k: v for k, v in psf.to_dict().items() if k != "table"}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    src = psf.source
+    planes = src["planes"]
+    print(
+        f"PSF measured from {src['beads']} beads, planes {planes[0]}..{planes[1]} of {src['of_planes']} "
+        f"(in focus), {psf.pixel_size_nm:g} nm pixels"
+    )
+    print(f"  Gaussian-equivalent sigma: {psf.sigma_nm:.1f} nm ({psf.sigma_px:.3f} px)")
+    print(f"  model: pixel table, {psf.oversample} samples per pixel, radius {psf.radius_px} px")
+    print(f"  misfit: {100 * src['residual']:.2f} % of the beads' peak (RMS)")
+    if args.out:
+        print(f"  saved: {args.out} (predict --psf, simulate --psf, train --psf)")
     return 0

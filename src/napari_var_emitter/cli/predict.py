@@ -16,6 +16,7 @@ from pathlib import Path
 from ..camera import Camera
 from ..errors import InputError, VarEmitterError
 from ..localize.options import PredictOptions
+from ..measured_psf import MeasuredPsf
 from .common import ProgressBar, add_camera_flags, camera_from, given_camera_values, say
 
 # PredictOptions fields as flags: (field, flag, kind); "on" fields are on by default, "--no-X" turns
@@ -27,6 +28,7 @@ FLAGS = (
     ("device", "--device", "value"),
     ("threshold", "--threshold", "value"),
     ("psf_sigma_nm", "--psf-sigma-nm", "value"),
+    ("psf", "--psf", "value"),
 )
 THROUGHPUT_FLAGS = (
     ("batch_size", "--batch-size", "value"),
@@ -114,6 +116,7 @@ def options_from(args: argparse.Namespace, camera: Camera, psf_sigma_nm: float |
     values["tile_size"] = args.tile_size or None  # 0: never
     values["pool"] = None if args.pool else False  # default: on for models that see several frames
     values["psf_sigma_nm"] = psf_sigma_nm
+    values["psf"] = MeasuredPsf.load(args.psf) if args.psf else None
     return PredictOptions(camera=camera, **values)
 
 
@@ -133,7 +136,7 @@ def choose_camera(
         kwargs = {k: v for k, v in {**recorded, **given}.items() if k in ("pixel_size_nm", "baseline", "qe")}
         measured = calibrate(frames, n_bootstrap=0, **kwargs)
         camera, source = camera_from(args, measured.camera()), "measured from the frames"
-        if psf is None and math.isfinite(measured.psf_sigma_nm):
+        if psf is None and not args.psf and math.isfinite(measured.psf_sigma_nm):
             psf, psf_source = float(measured.psf_sigma_nm), "measured from the frames"
     else:
         base = None if args.camera else Camera.from_dict({**Camera().to_dict(), **recorded})
@@ -219,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
             where = resolved.describe(result.device)
             used_psf = psf_sigma_nm(resolved.model, options, camera)
             psf_from = psf_source or ("the model's" if resolved.model is not None else "default")
+            if options.psf is not None and options.psf_sigma_nm is None:
+                psf_from = f"measured from beads, {args.psf}; the fit models that PSF"
             where += (
                 f"; camera {camera_source}: baseline {camera.baseline:.4g} ADU, "
                 f"{camera.e_per_adu:.4g} e-/ADU, EM gain {camera.em_gain:g}; "

@@ -30,6 +30,12 @@ def add(sub) -> None:
     )
     p.add_argument("--psf-sigma-nm", type=float, default=120.0, help="Gaussian PSF sigma [nm]")
     p.add_argument(
+        "--psf",
+        default=None,
+        metavar="PSF.json",
+        help="draw the emitters with a PSF measured from beads (calibrate --beads) instead of a Gaussian",
+    )
+    p.add_argument(
         "--background",
         type=float,
         nargs=2,
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         density_per_um2=args.density,
         photons=tuple(args.photons),
         psf_sigma_nm=(args.psf_sigma_nm, args.psf_sigma_nm),
+        psf_model="measured" if args.psf else "gaussian",
+        psf_file=args.psf,
         background_photons=tuple(args.background),
         structure=args.structure,
         camera=camera_from(args),

@@ -33,6 +33,12 @@ def add(sub) -> None:
     )
     pair = dict(type=float, nargs=2, metavar=("LO", "HI"))
     p.add_argument("--psf-sigma-nm", default=d.psf_sigma_nm, help="Gaussian PSF sigma range [nm]", **pair)
+    p.add_argument(
+        "--psf",
+        default=None,
+        metavar="PSF.json",
+        help="a PSF measured from beads (calibrate --beads): the movies are drawn with it, not a Gaussian",
+    )
     p.add_argument("--photons", default=d.photons, help="photons per emitter per frame, range", **pair)
     p.add_argument(
         "--density",
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         camera=camera_from(args),
         psf_sigma_nm=tuple(args.psf_sigma_nm),
+        psf_file=args.psf,
         photons=tuple(args.photons),
         density_per_um2=tuple(args.density),
         background_photons=tuple(args.background),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..camera import Camera
 from ..errors import InputError
+from ..measured_psf import MeasuredPsf
 from ..model.runtime import PRECISIONS
 from .tiling import DEFAULT_MARGIN, DEFAULT_TILE_SIZE
 
@@ -57,6 +58,12 @@ class PredictOptions:
         "the PSF's Gaussian sigma [nm] that the fit uses (the refinement, the classical baseline); "
         "default: the model's own, or the one measured with the camera (the classical baseline: 1.2 "
         "camera pixels)",
+    )
+    psf: MeasuredPsf | None = _option(
+        None,
+        "a PSF measured from beads (calibrate --beads): the fit models it instead of a Gaussian "
+        "(unbiased photons and Cramer-Rao bounds for Airy-like PSFs), and its width is the PSF width",
+        metavar="PSF.json",
     )
     refine: bool = _option(
         True,
@@ -131,6 +138,12 @@ class PredictOptions:
                 )
         if self.psf_sigma_nm is not None and not (math.isfinite(self.psf_sigma_nm) and self.psf_sigma_nm > 0):
             raise InputError(f"PSF sigma must be > 0 nm, got {self.psf_sigma_nm}")
+        if self.psf is not None and not isinstance(self.psf, MeasuredPsf):
+            raise InputError(f"psf must be a MeasuredPsf, got {type(self.psf).__name__}")
+        if self.psf is not None and self.classical:
+            raise InputError(
+                "the classical baseline fits a Gaussian: a measured PSF is for the VAR model's fit"
+            )
         if self.pool and not self.refine:
             raise InputError("pooling averages the fits: it needs refine")
 

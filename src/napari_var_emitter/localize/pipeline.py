@@ -170,6 +170,8 @@ def plan_run(
         local_attention=options.local_attention,
     )
     camera = options.camera or model.camera
+    if options.psf is not None:
+        options.psf.check_pixel_size(camera.pixel_size_nm)
     threshold = model.threshold if options.threshold is None else float(options.threshold)
     final_stride = output_stride(cfg, options)
     num_levels = cfg.strides.index(final_stride) + 1
@@ -211,10 +213,12 @@ def plan_run(
 
 
 def psf_sigma_nm(model: EmitterModel | None, options: PredictOptions, camera: Camera) -> float:
-    """The PSF sigma [nm] a run's fit uses: the options', else the model's (the classical baseline's
-    default: 1.2 camera pixels)."""
+    """The PSF sigma [nm] a run's fit uses: the options', else the measured PSF's, else the model's
+    (the classical baseline's default: 1.2 camera pixels)."""
     if options.psf_sigma_nm is not None:
         return float(options.psf_sigma_nm)
+    if options.psf is not None:
+        return options.psf.sigma_nm
     if model is None:
         return classical.DEFAULT_PSF_SIGMA_PX * camera.pixel_size_nm
     return float(model.psf_sigma_nm)
@@ -325,6 +329,7 @@ def refine(run: RunPlan, det: dict[str, torch.Tensor], photons: torch.Tensor) ->
         det["uncertainty"],
         run.camera,
         run.psf_sigma_px,
+        psf=run.options.psf,
     )
     det.update({k: fit[k] for k in ("x", "y", "photons", "background", "uncertainty", "position_sd")})
     det["bkgstd"] = fit["background"].clamp_min(0.0).sqrt()

@@ -3,6 +3,7 @@ training batch, a movie with its ground truth)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -15,10 +16,11 @@ from ..config_dicts import from_dict
 from ..errors import InputError
 from ..io.atomic import write_text
 from ..io.localizations import Localizations
+from ..measured_psf import MeasuredPsf
 from .psf import N_IMMERSION, psf_radius_px
 
 STRUCTURES = ("uniform", "filaments")
-PSF_MODELS = ("gaussian", "pupil")
+PSF_MODELS = ("gaussian", "pupil", "measured")
 PHOTON_DISTRIBUTIONS = ("uniform", "log-uniform", "exponential", "log-normal")
 PAIRS = ("frame_size", "photons", "psf_sigma_nm", "background_photons", "na", "wavelength_nm", "defocus_nm")
 PAIRS += ("spherical_waves",)
@@ -26,6 +28,11 @@ NUMBERS = ("density_per_um2", "psf_sigma_jitter", "background_variation", "mean_
 NUMBERS += ("defocus_spread_nm", "background_blobs", "background_blob_amplitude")
 NUMBERS += ("pixel_read_noise_spread", "pixel_offset_spread")
 MAX_PSF_RADIUS_PX = 32  # a pupil PSF's patch is at most 65 x 65 pixels
+
+
+@functools.lru_cache(maxsize=4)
+def _load_psf(path: str, stamp: int) -> MeasuredPsf:
+    return MeasuredPsf.load(path)
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,10 @@ class SimulationConfig:
     # of each emitter's photons, with photons = (lo, hi): "uniform" over [lo, hi]; "log-uniform";
     # "exponential": lo + Exp, mean hi (lo a floor); "log-normal": median sqrt(lo * hi), 95 % in [lo, hi]
     photon_distribution: str = "uniform"
-    psf_model: str = (
-        "gaussian"  # "gaussian" (psf_sigma_nm) or "pupil" (simulation/psf.py: na ... spherical_waves)
-    )
+    # "gaussian" (psf_sigma_nm), "pupil" (simulation/psf.py: na ... spherical_waves) or "measured"
+    # (psf_file: a PSF measured from beads, measured_psf.py)
+    psf_model: str = "gaussian"
+    psf_file: str | None = None
     psf_sigma_nm: tuple[float, float] = (120.0, 120.0)  # Gaussian PSF sigma, uniform per movie
     psf_sigma_jitter: float = 0.0  # relative per-emitter sigma variation (std), e.g. 0.05; Gaussian only
     na: tuple[float, float] = (1.4, 1.4)  # pupil PSF: numerical aperture, uniform per movie (< 1.518)
@@ -127,15 +135,31 @@ class SimulationConfig:
                 )
         if not (0 <= self.defocus_spread_nm <= 2000):
             raise InputError(f"defocus_spread_nm must be in [0, 2000], got {self.defocus_spread_nm}")
+        if (self.psf_model == "measured") != (self.psf_file is not None):
+            raise InputError('a measured PSF needs psf_model "measured" and a psf_file, both')
+        if self.psf_model == "measured":
+            self.measured_psf().check_pixel_size(self.pixel_size_nm)
         if self.psf_model == "pupil" and self.psf_radius_px > MAX_PSF_RADIUS_PX:
             raise InputError(
                 f"the pupil PSF needs a patch of radius {self.psf_radius_px} pixels (at most "
                 f"{MAX_PSF_RADIUS_PX}): raise na or pixel_size_nm, or lower wavelength_nm or defocus_nm"
             )
 
+    def measured_psf(self) -> MeasuredPsf:
+        """The measured PSF of ``psf_file`` (read once per file and modification time)."""
+        path = Path(self.psf_file)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError as exc:
+            raise InputError(f"cannot read PSF file {path}: {exc.strerror}") from None
+        return _load_psf(str(path), stamp)
+
     @property
     def psf_radius_px(self) -> int:
-        """Pupil PSF: the radius [pixels] of the patch that each emitter lights (psf.psf_radius_px)."""
+        """Pupil or measured PSF: the radius [pixels] of the patch that each emitter lights
+        (psf.psf_radius_px)."""
+        if self.psf_model == "measured":
+            return self.measured_psf().radius_px
         defocus = max(abs(self.defocus_nm[0]), abs(self.defocus_nm[1])) + self.defocus_spread_nm
         return psf_radius_px(self.na[0], self.wavelength_nm[1], defocus, self.pixel_size_nm)
 

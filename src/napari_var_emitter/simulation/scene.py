@@ -41,7 +41,12 @@ def pupil_psfs(config, batch: int, generator, device) -> tuple[torch.Tensor, tor
     ``defocus_spread_nm`` one per depth plane (Z = DEPTH_PLANES, else 1), movie-major.
 
     Returns pixel tables (B*Z, S, S) (psf.py), their Gaussian-equivalent sigmas [pixels] (B*Z,) and Z.
+    A measured PSF (``psf_model="measured"``) is every movie's, at one plane.
     """
+    if config.psf_model == "measured":
+        psf = config.measured_psf()
+        table = torch.as_tensor(psf.table, dtype=torch.float32, device=device)
+        return table[None].expand(batch, -1, -1), torch.full((batch,), psf.sigma_px, device=device), 1
     na = uniform(*config.na, (batch,), generator, device)  # (B,)
     wavelength = uniform(*config.wavelength_nm, (batch,), generator, device)
     defocus = uniform(*config.defocus_nm, (batch,), generator, device)

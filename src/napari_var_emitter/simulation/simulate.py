@@ -1,4 +1,4 @@
-"""SMLM movie simulator (torch): blinking emitters, Gaussian or pupil PSF, background, EMCCD/sCMOS camera.
+"""SMLM movie simulator (torch): blinking emitters, a Gaussian, pupil or measured PSF, background, a camera.
 
 Everything is vectorised over emitters and frames, so it runs on any torch device and is fast
 enough to generate training data on the fly (see ``training/bench_simulator.py``).
@@ -13,7 +13,8 @@ Conventions (docs/CONVENTIONS.md, sections 1 and 2):
 
 The PSF is a Gaussian of width ``psf_sigma_nm`` integrated exactly over pixels (optics.py), or with
 ``psf_model="pupil"`` a scalar pupil PSF drawn per movie (psf.py: NA, wavelength, defocus, spherical
-aberration), whose truth ``sigma`` is its Gaussian-equivalent width. The background is a level per
+aberration), or with ``psf_model="measured"`` a PSF measured from beads (``psf_file``), whose truth
+``sigma`` is its Gaussian-equivalent width. The background is a level per
 movie, optionally with a smooth variation and static out-of-focus blobs (scene.py); an sCMOS camera
 may have per-pixel read noise and offset maps (optics.camera_maps).
 
@@ -57,7 +58,7 @@ def _simulate(config: SimulationConfig, batch: int, window: int, generator, devi
     """
     height, width = config.frame_size
     px_nm = config.pixel_size_nm
-    pupil = config.psf_model == "pupil"
+    pupil = config.psf_model in ("pupil", "measured")  # drawn from pixel tables
 
     # 3.1 Per movie: PSF and background level (+ smooth variation, + out-of-focus blobs).
     if pupil:
