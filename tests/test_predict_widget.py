@@ -480,3 +480,31 @@ def test_measure_from_image_fills_the_camera_and_says_how_sure(make_napari_viewe
     assert note.startswith("measured: offset") and "+-" in note and "PSF" in note
     assert widget.camera_section.source == "measured from the frames"
     assert widget.camera().em_gain == 100.0  # the EMCCD convention; only em_gain / e_per_adu is measured
+
+
+def test_a_psf_from_beads_reaches_the_fit_and_a_bad_file_is_refused(
+    make_napari_viewer, qtbot, tmp_path, error_notifications
+):
+    from napari_var_emitter.calibration.beads import measure_psf
+    from napari_var_emitter.simulation.beads import simulate_beads
+
+    path = tmp_path / "psf.json"
+    measure_psf(simulate_beads(planes_nm=(0.0,) * 3, seed=1)[0]).save(path)
+    viewer, widget = _open_data_first(make_napari_viewer)
+    widget.last_frame.value = 4
+    widget.camera_section.psf_file.value = path
+    psf = widget.make_job().options.psf
+    assert psf is not None and psf.source["beads"] >= 9
+    _predict(qtbot, widget)
+    found = len(viewer.layers[f"{SAMPLE} emitters"].data)
+    assert found > 0
+
+    # a file that is not a PSF: one message, and the results on screen stay
+    not_psf = tmp_path / "camera.json"
+    Camera().save(not_psf)
+    widget.camera_section.psf_file.value = not_psf
+    error_notifications.mark()
+    widget.run_button.click()
+    assert not widget.running
+    assert any('"kind": "psf"' in m for m in error_notifications.messages())
+    assert len(viewer.layers[f"{SAMPLE} emitters"].data) == found

@@ -1,5 +1,5 @@
 """The camera part of "Predict emitters": the fields, where their values came from, the PSF width,
-and "Measure from image" (the calibration, in the background).
+a PSF measured from beads, and "Measure from image" (the calibration, in the background).
 
 Where the values came from decides what a run does: values left at the form's defaults, for a layer
 that says nothing of its camera, are measured from the frames before predicting; values from the
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 
-from magicgui.widgets import FloatSpinBox
+from magicgui.widgets import FileEdit, FloatSpinBox
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
 from ..camera import Camera
 from ..localize.options import PredictOptions
+from ..measured_psf import MeasuredPsf
 from .forms import CameraForm
 from .predict_job import measure_camera
 from .session import SESSION
@@ -42,7 +43,11 @@ class CameraSection:
             value=0.0,
             tooltip=PredictOptions.help("psf_sigma_nm") + "; 0 = the model's own, or the measured width",
         )
-        self.widgets = [*self.fields.values(), self.psf_sigma, self.form.measure_button, self.note]
+        self.psf_file = FileEdit(
+            label="PSF from beads", mode="r", filter="*.json", value="", tooltip=PredictOptions.help("psf")
+        )
+        self.widgets = [*self.fields.values(), self.psf_sigma, self.psf_file, self.form.measure_button]
+        self.widgets.append(self.note)
         self.source = DEFAULTS
         self._setting = False
         self._measuring = None  # the worker measuring the camera, while it runs
@@ -55,6 +60,11 @@ class CameraSection:
 
     def psf_sigma_nm(self) -> float | None:
         return float(self.psf_sigma.value) or None
+
+    def measured_psf(self) -> MeasuredPsf | None:
+        """The PSF file chosen (``calibrate --beads``), read; None where none is chosen."""
+        path = str(self.psf_file.value or "").strip()
+        return MeasuredPsf.load(path) if path not in ("", ".") else None
 
     def set(self, values: dict, source: str) -> None:
         """Fill the fields named in ``values`` without taking them for the user's own entries."""

@@ -96,7 +96,8 @@ def run_prediction(job: PredictJob):
 
 
 def measured_options(job: PredictJob, frames) -> tuple[PredictOptions, Any, list[str]]:
-    """The job's options with the camera (and PSF width) measured from ``frames`` where it asks;
+    """The job's options with the camera (and PSF width, unless a PSF measured from beads is given)
+    measured from ``frames`` where it asks;
     else the camera given, checked against the frames. Returns (options, calibration, warnings)."""
     from ..calibration import calibrate, check_camera
 
@@ -109,7 +110,7 @@ def measured_options(job: PredictJob, frames) -> tuple[PredictOptions, Any, list
         what = "measured" if job.measure else "checked against the frames"
         return options, None, [f"the camera could not be {what} ({exc}); the form's values were used"]
     psf = options.psf_sigma_nm
-    if psf is None and math.isfinite(calibration.psf_sigma_nm):
+    if psf is None and options.psf is None and math.isfinite(calibration.psf_sigma_nm):
         psf = float(calibration.psf_sigma_nm)
     return options.replace(camera=calibration.camera(), psf_sigma_nm=psf), calibration, []
 

@@ -348,6 +348,7 @@ class PredictWidget(PanelWidget):
             local_attention=bool(self.local_attention.value),
             device=str(self.device.value),
             psf_sigma_nm=self.camera_section.psf_sigma_nm(),
+            psf=self.camera_section.measured_psf(),
         )
         return PredictJob(
             source=layer.name,
