@@ -45,8 +45,9 @@ predict.py, progressive mode,
 with the maximum-likelihood refinement of refine.py and its confirmation of dim candidates),
 ``var-noconfirm`` (the same without the fit's confirmation: the threshold alone decides),
 ``var-noref`` (the network's own positions, no refinement), ``var-sr`` (super-resolution mode) and
-``var-auto`` (the camera and the PSF width measured from the frames, as ``predict --camera auto``);
-skipped with a note if the model is unavailable.
+``var-auto`` (the camera and the PSF width measured from the frames, as ``predict --camera auto``)
+and ``var-beads`` (pupil-PSF sets: the fit models the PSF measured from simulated beads, as
+``predict --psf``); skipped with a note if the model is unavailable.
 ``calib.`` is the RMS of (error / predicted uncertainty) over matched pairs and axes (1 = calibrated);
 ``grid max/min`` the max/min count ratio of sub-pixel positions over 10 bins (1 = no pixel-grid bias).
 Metrics: metrics.evaluate, Hungarian matching within 250 nm; RMSE/CRLB (n: matched pairs behind it)
@@ -110,7 +111,7 @@ OTHER_SETS = {
 }
 EXTERNAL_SETS = ("deepstorm_demo1",)
 ALL_SETS = tuple(SYNTHETIC_SETS) + tuple(OTHER_SETS) + EXTERNAL_SETS
-ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref", "var-noconfirm", "var-auto")
+ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref", "var-noconfirm", "var-auto", "var-beads")
 # --validation: the same synthetic sets on seeds 5_011..5_017, for choosing between models without
 # touching the benchmark's seeds (train.validate uses 5_000 and 5_001).
 VALIDATION_SEED_OFFSET = 5_011 - 10_001
@@ -230,7 +231,9 @@ def method_picasso(bench: BenchSet, args):
     return run
 
 
-def _var_runner(bench: BenchSet, args, mode: str, refine=True, confirm=True, camera_auto=False):
+def _var_runner(
+    bench: BenchSet, args, mode: str, refine=True, confirm=True, camera_auto=False, measured_psf=None
+):
     from napari_var_emitter.localize import PredictOptions, predict, resolve_model
 
     camera, psf = bench.camera, None
@@ -246,6 +249,7 @@ def _var_runner(bench: BenchSet, args, mode: str, refine=True, confirm=True, cam
             model=args.var_model,
             camera=camera,
             psf_sigma_nm=psf,
+            psf=measured_psf,
             mode=mode,
             device=args.device,
             refine=refine,
@@ -287,6 +291,24 @@ def method_var_auto(bench: BenchSet, args):
     return _var_runner(bench, args, "progressive", camera_auto=True)
 
 
+def method_var_beads(bench: BenchSet, args):
+    """The VAR model fitting the PSF measured from beads (``predict --psf``): a simulated bead movie
+    (25 beads, 50,000 photons, 10 frames in focus) drawn with the set's pupil PSF, measured by
+    ``calibrate --beads`` before the clock starts."""
+    from napari_var_emitter.calibration.beads import measure_psf
+    from napari_var_emitter.simulation.beads import simulate_beads
+
+    settings = OTHER_SETS.get(bench.name, ({},))[0]
+    if settings.get("psf_model") != "pupil":
+        return "beads are simulated for the pupil-PSF sets"
+    beads, _ = simulate_beads(
+        na=settings["na"][0], wavelength_nm=settings["wavelength_nm"][0], planes_nm=(0.0,) * 10
+    )
+    return _var_runner(
+        bench, args, "progressive", measured_psf=measure_psf(beads, bench.camera.pixel_size_nm)
+    )
+
+
 def method_var_sr(bench: BenchSet, args):
     """The same model in super-resolution mode: the chain continued to a 2x finer grid."""
     return _var_runner(bench, args, "super_resolution")
@@ -300,6 +322,7 @@ METHODS = {
     "var-noref": method_var_noref,
     "var-noconfirm": method_var_noconfirm,
     "var-auto": method_var_auto,
+    "var-beads": method_var_beads,
 }
 
 
@@ -394,11 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         "--methods", default="classical,picasso,var", help="comma-separated: " + ",".join(ALL_METHODS)
     )
     parser.add_argument("--sets", default=",".join(ALL_SETS), help="comma-separated: " + ",".join(ALL_SETS))
+    data = REPO / "tests" / "data"
     parser.add_argument(
-        "--data",
-        type=Path,
-        default=REPO / "tests" / "data",
-        help="folder holding deepstorm_demo1/ (default: tests/data)",
+        "--data", type=Path, default=data, help="folder holding deepstorm_demo1/ (tests/data)"
     )
     parser.add_argument("--match", choices=("hungarian", "greedy"), default="hungarian")
     parser.add_argument("--device", default="auto", help="device for the VAR model")
@@ -414,16 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         help="auto (the command line's default: 3 frames for movies), bundled (one frame), "
         "bundled:window-3 or a checkpoint, for the var rows",
     )
-    parser.add_argument(
-        "--var-label", default="", help="name the var rows (e.g. var-nochain for an ablation)"
-    )
+    parser.add_argument("--var-label", default="", help="name the var rows (e.g. var-noref for an ablation)")
     parser.add_argument("--precision", default="auto", help="VAR model: auto, fp32 or bf16")
     parser.add_argument("--compile", action="store_true", help="VAR model: torch.compile (CPU: ~30 s once)")
     parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help="VAR model: frames per forward pass, at most",
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="VAR: frames per pass, at most"
     )
     parser.add_argument("--threshold", type=float, default=None, help="VAR model: detection threshold")
     parser.add_argument(
