@@ -2,6 +2,7 @@
 refinement with it, and the commands that write, read and use a PSF file."""
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -196,3 +197,30 @@ def test_commands_measure_draw_and_fit_a_psf(tmp_path, focus_movie, capsys):
         assert not bad.exists()
     assert main(["calibrate"]) == 2
     assert "one of them" in capsys.readouterr().err
+
+
+def test_training_draws_the_measured_psf_and_keeps_its_width(tmp_path, measured):
+    from _tiny import TINY
+    from napari_var_emitter.model.checkpoint import load_checkpoint
+    from napari_var_emitter.train import TrainConfig, _simulation, iter_train
+
+    path = tmp_path / "psf.json"
+    measured.save(path)
+    cfg = TrainConfig(
+        model=TINY,
+        frame_size=32,
+        val_frames=2,
+        batch_size=2,
+        steps=2,
+        val_every=2,
+        warmup_steps=1,
+        device="cpu",
+        out=str(tmp_path / "m.pt"),
+        psf_file=str(path),
+    )
+    assert _simulation(cfg, random.Random(1)).psf_model == "measured"
+    for _ in iter_train(cfg):
+        pass
+    assert load_checkpoint(cfg.out, "cpu").psf_sigma_nm == pytest.approx(measured.sigma_nm)
+    with pytest.raises(InputError, match="measured with 100 nm pixels"):
+        TrainConfig(psf_file=str(path), camera=Camera(pixel_size_nm=160.0))

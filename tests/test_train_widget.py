@@ -94,6 +94,16 @@ def test_bad_settings_are_reported(make_napari_viewer, qtbot, tmp_path, monkeypa
     assert any("is a folder" in m for m in errors.messages())
     assert not widget.running
 
+    widget.out.value = tmp_path / "ok.pt"
+    not_psf = tmp_path / "camera.json"
+    not_psf.write_text("{}")
+    widget.psf_file.value = not_psf
+    errors.mark()
+    widget.train_button.click()
+    assert any('"kind": "psf"' in m for m in errors.messages())
+    assert not widget.running
+    widget.psf_file.value = ""
+
     # an error inside the worker (a device this machine lacks) is a notification, not a crash
     widget.out.value = tmp_path / "ok.pt"
     widget.device.value = "mps" if not torch.backends.mps.is_available() else "cuda"

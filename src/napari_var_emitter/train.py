@@ -119,7 +119,7 @@ class TrainConfig:
         if self.emccd_gain[0] < 1:
             raise InputError(f"emccd_gain must be >= 1, got {self.emccd_gain}")
         if self.psf_file is not None:  # readable, and of the camera's pixel size
-            _simulation(replace(self, wide_fraction=0.0), random.Random(0))
+            _simulation(self, random.Random(0))
         if self.wide_fraction > 0:  # the widest settings must make a valid simulation
             _wide(self, _simulation(replace(self, wide_fraction=0.0), random.Random(0)), _Widest())
 
@@ -239,7 +239,8 @@ def _wide(cfg: TrainConfig, sim: SimulationConfig, rng) -> SimulationConfig:
 
 
 def validation_movies(cfg: TrainConfig, device) -> list:
-    """Fixed seeded movies: sparse and dense, over the training photon range."""
+    """Fixed seeded movies: sparse and dense, over the training photon range (with the measured
+    PSF where training draws one)."""
     movies = []
     for seed, density in zip(VALIDATION_SEEDS, (0.3, 2.0), strict=False):
         sim = SimulationConfig(
@@ -250,6 +251,8 @@ def validation_movies(cfg: TrainConfig, device) -> list:
             background_photons=cfg.background_photons,
             camera=cfg.camera,
         )
+        if cfg.psf_file is not None:
+            sim = replace(sim, psf_model="measured", psf_file=cfg.psf_file)
         movies.append(simulate_movie(sim, cfg.val_frames, seed=seed, device=device))
     return movies
 
@@ -365,6 +368,8 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
     generator.manual_seed(seed + 1)
     model.camera = cfg.camera
     model.psf_sigma_nm = float(np.mean(cfg.psf_sigma_nm))
+    if cfg.psf_file is not None:  # the width of the PSF it learns, for the fit and the side lobes
+        model.psf_sigma_nm = _simulation(cfg, random.Random(0)).measured_psf().sigma_nm
     net = model.net.to(device).train()
     ncfg = net.config
     if cfg.frame_size % ncfg.pad_multiple:

@@ -18,7 +18,7 @@ from napari.utils.notifications import show_error
 from ..camera import Camera
 from ..localize.options import PredictOptions
 from ..measured_psf import MeasuredPsf
-from .forms import CameraForm
+from .forms import CameraForm, chosen_file
 from .predict_job import measure_camera
 from .session import SESSION
 
@@ -63,8 +63,8 @@ class CameraSection:
 
     def measured_psf(self) -> MeasuredPsf | None:
         """The PSF file chosen (``calibrate --beads``), read; None where none is chosen."""
-        path = str(self.psf_file.value or "").strip()
-        return MeasuredPsf.load(path) if path not in ("", ".") else None
+        path = chosen_file(self.psf_file)
+        return MeasuredPsf.load(path) if path else None
 
     def set(self, values: dict, source: str) -> None:
         """Fill the fields named in ``values`` without taking them for the user's own entries."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
@@ -137,6 +139,13 @@ class LevelChooser(Container):
         names = set(names)
         for name, box in self._boxes.items():
             box.value = name in names
+
+
+def chosen_file(field) -> str | None:
+    """The file a FileEdit names, or None where it names none (empty, or a folder: what an emptied
+    field holds)."""
+    value = str(field.value or "").strip()
+    return None if value in ("", ".") or Path(value).is_dir() else value
 
 
 def scrolled(widget: QWidget) -> QScrollArea:

@@ -19,7 +19,7 @@ from ..camera import Camera
 from ..errors import InputError, VarEmitterError
 from ..localize.options import DEVICES
 from ..train import TrainConfig
-from .forms import CameraForm, scrolled
+from .forms import CameraForm, chosen_file, scrolled
 from .plots import LinePlot
 from .session import SESSION, disconnect_when_destroyed
 from .worker_panel import PanelWidget, WorkerPanel, relay_errors
@@ -107,6 +107,14 @@ class TrainWidget(PanelWidget):
             FloatSpinBox(label=f"density {end} (/um^2)", min=0, max=50, step=0.1, value=value)
             for end, value in zip(("min", "max"), defaults.density_per_um2, strict=True)
         )
+        self.psf_file = FileEdit(
+            label="PSF from beads",
+            mode="r",
+            filter="*.json",
+            value="",
+            tooltip="a PSF measured from beads (calibrate --beads): the movies are drawn with it, not a "
+            "Gaussian of the width above",
+        )
         self.fine_tune = CheckBox(label="fine-tune from the bundled model", value=True)
         self.steps = SpinBox(label="steps", min=1, max=1_000_000, value=2000)
         self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=16)
@@ -125,6 +133,7 @@ class TrainWidget(PanelWidget):
                 self.background_max,
                 self.density_min,
                 self.density_max,
+                self.psf_file,
                 self.fine_tune,
                 self.steps,
                 self.batch_size,
@@ -217,6 +226,7 @@ class TrainWidget(PanelWidget):
             out=str(out),
             init_from=init_from,
             val_every=int(self.val_every.value),
+            psf_file=chosen_file(self.psf_file),
         )
 
     def _scene_changed(self, scene) -> None:
