@@ -231,3 +231,14 @@ def test_bench_onnx_without_onnx_runtime_says_so_in_one_line(monkeypatch, capsys
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     assert bench_onnx.main([]) == 2
     assert capsys.readouterr().err.strip() == bench_onnx.MISSING
+
+
+def test_bench_beads_measures_every_case(capsys, monkeypatch):
+    import bench_beads
+
+    monkeypatch.setattr(bench_beads, "CASES", {"one frame": dict(planes_nm=(0.0,), beads=9)})
+    assert bench_beads.main(["--seeds", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| one frame | 9 |")
+    cells = lines[2].split("|")
+    assert float(cells[3].split()[0]) < 3.0  # table error [%]

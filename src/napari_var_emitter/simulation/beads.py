@@ -2,8 +2,8 @@
 
 Beads are point sources (far below the resolution) at random sub-pixel positions on a grid with
 room between them, each drawn with the pupil PSF (psf.py) at every focal plane of the scan, with a
-uniform background, Poisson shot noise and the camera's gain, offset and read noise
-(docs/CONVENTIONS.md, section 2).
+uniform background and the camera's noise (``optics.apply_camera``: shot noise, EM gain, read noise,
+offset; docs/CONVENTIONS.md, section 2).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..camera import Camera
+from .optics import apply_camera
 from .psf import psf_radius_px, pupil_tables, render_pupil
 
 
@@ -46,8 +47,9 @@ def simulate_beads(
         radius,
     )
     side = int(np.ceil(np.sqrt(beads)))
-    spacing = (frame_size - 2 * radius - 2) / max(side - 1, 1)
-    grid = torch.arange(side, dtype=torch.float32) * spacing + radius + 1
+    margin = radius + 4  # room for a measurement's patch, which may reach a little further
+    spacing = (frame_size - 2 * margin) / max(side - 1, 1)
+    grid = torch.arange(side, dtype=torch.float32) * spacing + margin
     gy, gx = torch.meshgrid(grid, grid, indexing="ij")
     jitter = torch.rand((2, side * side), generator=generator) - 0.5
     x, y = (gx.reshape(-1) + jitter[0])[:beads], (gy.reshape(-1) + jitter[1])[:beads]
@@ -65,7 +67,5 @@ def simulate_beads(
         frame_size,
         frame_size,
     )
-    counts = torch.poisson(expected + background, generator=generator) * camera.qe
-    electrons = counts * camera.em_gain + camera.read_noise_e * torch.randn(counts.shape, generator=generator)
-    adu = electrons / camera.e_per_adu + camera.baseline
+    adu = apply_camera(expected + background, camera, generator)
     return adu.numpy(), tables
