@@ -99,7 +99,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     out: str = "model.pt"
-    init_from: str | None = None  # None, "bundled" or a checkpoint path
+    init_from: str | None = None  # None, "bundled", "bundled:window-3" or a checkpoint path
     resume: bool = False
     max_nonfinite_steps: int = 20  # NaN/inf losses or gradients in a row before training stops
 

@@ -16,7 +16,11 @@ def add(sub) -> None:
     p = sub.add_parser("train", help="train (or fine-tune) the VAR model on simulated movies for your camera")
     p.add_argument("--out", required=True, help="checkpoint to write (rewritten at each validation)")
     p.add_argument("--preset", default=d.preset, help="model preset: default or seed")
-    p.add_argument("--init-from", default=None, help='"bundled" or a checkpoint to fine-tune')
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help='"bundled", "bundled:window-3" (movies) or a checkpoint to fine-tune',
+    )
     p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     p.add_argument(
