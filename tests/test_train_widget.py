@@ -137,3 +137,19 @@ def test_train_for_this_movie_simulates_the_movie_predicted(make_napari_viewer, 
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert "for Simulated SMLM movie" in SESSION.models()
     assert any(choice.startswith(str(tmp_path)) for choice in predict.model.choices)
+    assert scene.psf_file is None and cfg.psf_file is None
+
+    # a prediction that fitted a PSF measured from beads: training draws the movies with it
+    from napari_var_emitter.calibration.beads import measure_psf
+    from napari_var_emitter.simulation.beads import simulate_beads
+
+    path = tmp_path / "psf.json"
+    measure_psf(simulate_beads(planes_nm=(0.0,) * 3, seed=1)[0]).save(path)
+    predict.model.value = predict.model.choices[0]
+    predict.camera_section.psf_file.value = path
+    predict.run_button.click()
+    qtbot.waitUntil(lambda: not predict.running, timeout=TIMEOUT_MS)
+    assert SESSION.scene.psf_file == str(path)
+    widget.set_scene(SESSION.scene)
+    cfg = widget.make_config()
+    assert cfg.psf_file == str(path) and SESSION.scene.psf_sigma_nm == pytest.approx(99.5, abs=2)

@@ -38,6 +38,7 @@ class PredictJob:
     render_factor: int
     camera_source: str = ""  # where the camera fields came from (the results panel says)
     measure: bool = False  # measure the camera and the PSF from the frames first (calibration)
+    psf_file: str | None = None  # the file of options.psf (calibrate --beads), for "Train for this movie"
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,10 @@ def scene_of(outcome: PredictOutcome, summary) -> Scene | None:
         background = outcome.calibration.background_photons
     if not (math.isfinite(background) and math.isfinite(summary.density_per_um2)):
         return None
-    psf = outcome.options.psf_sigma_nm or outcome.job.model.psf_sigma_nm
-    return Scene(outcome.job.source, float(psf), float(background), float(summary.density_per_um2))
+    options = outcome.options
+    psf = options.psf_sigma_nm or (options.psf.sigma_nm if options.psf else outcome.job.model.psf_sigma_nm)
+    density = float(summary.density_per_um2)
+    return Scene(outcome.job.source, float(psf), float(background), density, outcome.job.psf_file)
 
 
 def level_names(model, frame_shape: tuple[int, int], sr_factor: int = 1) -> list[str]:

@@ -26,7 +26,7 @@ from ..io.tables import write_localizations
 from ..localize.options import DEVICES, PredictOptions
 from . import layers as L
 from .camera_section import DEFAULTS, ENTERED, CameraSection
-from .forms import LevelChooser, scrolled
+from .forms import LevelChooser, chosen_file, scrolled
 from .predict_job import (
     PredictJob,
     PredictOutcome,
@@ -364,6 +364,7 @@ class PredictWidget(PanelWidget):
             render_factor=int(self.render_factor.value),
             camera_source=self.camera_section.source,
             measure=self.camera_section.source == DEFAULTS,
+            psf_file=chosen_file(self.camera_section.psf_file) if options.psf is not None else None,
         )
 
     def run(self) -> None:

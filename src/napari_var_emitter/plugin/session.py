@@ -22,6 +22,7 @@ class Scene:
     psf_sigma_nm: float
     background_photons: float  # per pixel per frame
     density_per_um2: float  # emitters per frame per square micrometre
+    psf_file: str | None = None  # the PSF measured from beads that the prediction fitted, if any
 
 
 class Session:

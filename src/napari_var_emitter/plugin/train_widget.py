@@ -234,14 +234,16 @@ class TrainWidget(PanelWidget):
 
     def set_scene(self, scene) -> None:
         """The form set to simulate ``scene`` (a :class:`.session.Scene`): its PSF width +-10 %, its
-        background from half to 1.5 times, its density from half to twice, the session's camera, and
-        a fine-tuning of the bundled model named after the movie."""
+        background from half to 1.5 times, its density from half to twice, the session's camera, the
+        PSF measured from beads that it fitted, and a fine-tuning of the bundled model named after the
+        movie."""
         self.set_camera(SESSION.camera)
         self.psf_min.value, self.psf_max.value = 0.9 * scene.psf_sigma_nm, 1.1 * scene.psf_sigma_nm
         self.background_min.value = 0.5 * scene.background_photons
         self.background_max.value = 1.5 * scene.background_photons
         self.density_min.value = 0.5 * scene.density_per_um2
         self.density_max.value = max(2.0 * scene.density_per_um2, 0.1)
+        self.psf_file.value = scene.psf_file or ""
         self.fine_tune.value = True
         self.model_name.value = f"for {scene.name}"
 
