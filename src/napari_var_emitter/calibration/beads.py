@@ -30,6 +30,7 @@ import torch
 from scipy import sparse
 from scipy.interpolate import BSpline, bisplev
 from scipy.optimize import minimize_scalar
+from scipy.sparse.linalg import spsolve
 from scipy.special import erf
 from skimage.feature import peak_local_max
 
@@ -235,13 +236,12 @@ class _SurfaceFit:
         cols = (iv[:, :, None] * self.n + iu[:, None, :]).ravel()
         data = (wv[:, :, None] * wu[:, None, :]).ravel()
         design = sparse.csr_array((data, (rows, cols)), shape=(v.size, self.n * self.n))
-        normal = (design.T @ design).toarray()
-        second = np.diff(np.eye(self.n), n=2, axis=0)
-        d2 = second.T @ second
-        eye = np.eye(self.n)
-        penalty = np.kron(d2, eye) + np.kron(eye, d2)
-        lam = PENALTY * np.trace(normal) / len(normal)
-        return np.linalg.solve(normal + lam * penalty, design.T @ target.ravel())
+        normal = design.T @ design  # sparse: each coefficient meets its 7 x 7 neighbours only
+        second = sparse.csr_array(np.diff(np.eye(self.n), n=2, axis=0))
+        d2, eye = second.T @ second, sparse.identity(self.n, format="csr")
+        penalty = sparse.kron(d2, eye) + sparse.kron(eye, d2)
+        lam = PENALTY * normal.diagonal().mean()
+        return spsolve((normal + lam * penalty).tocsc(), design.T @ target.ravel())
 
     def _tck(self):
         return [self.knots, self.knots, self.coef, DEGREE, DEGREE]
