@@ -508,3 +508,37 @@ def test_a_psf_from_beads_reaches_the_fit_and_a_bad_file_is_refused(
     assert not widget.running
     assert any('"kind": "psf"' in m for m in error_notifications.messages())
     assert len(viewer.layers[f"{SAMPLE} emitters"].data) == found
+
+
+def test_measure_psf_from_an_image_of_beads(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, error_notifications
+):
+    """Open the beads, choose them, press "Measure PSF from image (beads)": the PSF is measured, saved
+    and chosen; then the movie is predicted with it. An image without beads: one message."""
+    from napari_var_emitter.simulation.beads import simulate_beads
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    viewer, widget = _open_data_first(make_napari_viewer)
+    viewer.add_image(simulate_beads(planes_nm=(0.0,) * 3, seed=2)[0], name="beads 1")
+    widget.image.value = viewer.layers["beads 1"]
+    section = widget.camera_section
+    section.beads_button.clicked.emit()
+    qtbot.waitUntil(lambda: not section.measuring, timeout=TIMEOUT_MS)
+    saved = tmp_path / "napari-var-emitter-models" / "beads_1_psf.json"
+    assert saved.is_file() and Path(str(section.psf_file.value)) == saved
+    assert section.note.value.startswith("PSF measured from") and "sigma" in section.note.value
+
+    widget.image.value = viewer.layers[SAMPLE]
+    widget.last_frame.value = 2
+    assert widget.make_job().options.psf.source["beads"] >= 9
+    _predict(qtbot, widget)
+    assert len(viewer.layers[f"{SAMPLE} emitters"].data) > 0
+
+    viewer.add_image(np.full((3, 40, 40), 100.0, np.float32), name="no beads")
+    widget.image.value = viewer.layers["no beads"]
+    error_notifications.mark()
+    section.beads_button.clicked.emit()
+    qtbot.waitUntil(lambda: not section.measuring, timeout=TIMEOUT_MS)
+    assert section.note.value.startswith("PSF not measured")
+    assert any("PSF could not be measured" in m for m in error_notifications.messages())
+    assert Path(str(section.psf_file.value)) == saved  # the PSF chosen before stays

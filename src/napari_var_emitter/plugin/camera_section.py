@@ -10,8 +10,10 @@ is a warning beside the fields.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from magicgui.widgets import FileEdit, FloatSpinBox
+import numpy as np
+from magicgui.widgets import FileEdit, FloatSpinBox, PushButton
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
@@ -20,7 +22,18 @@ from ..localize.options import PredictOptions
 from ..measured_psf import MeasuredPsf
 from .forms import CameraForm, chosen_file
 from .predict_job import measure_camera
-from .session import SESSION
+from .session import SESSION, user_folder
+
+
+def measure_and_save_psf(stack, pixel_size_nm: float, path: Path):
+    """The PSF of a bead image, saved to ``path`` (run in a worker)."""
+    from ..calibration.beads import measure_psf
+
+    psf = measure_psf(np.asarray(stack), pixel_size_nm=pixel_size_nm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    psf.save(path)
+    return psf, path
+
 
 # where the camera fields came from
 DEFAULTS, METADATA = "the form's defaults", "from the layer's metadata"
@@ -46,8 +59,13 @@ class CameraSection:
         self.psf_file = FileEdit(
             label="PSF from beads", mode="r", filter="*.json", value="", tooltip=PredictOptions.help("psf")
         )
-        self.widgets = [*self.fields.values(), self.psf_sigma, self.psf_file, self.form.measure_button]
-        self.widgets.append(self.note)
+        self.beads_button = PushButton(
+            text="Measure PSF from image (beads)",
+            tooltip="the image chosen above is of isolated beads: measure the PSF (calibrate --beads), "
+            f"save it in {user_folder()} and use it",
+        )
+        self.widgets = [*self.fields.values(), self.psf_sigma, self.psf_file, self.beads_button]
+        self.widgets += [self.form.measure_button, self.note]
         self.source = DEFAULTS
         self._setting = False
         self._measuring = None  # the worker measuring the camera, while it runs
@@ -113,13 +131,40 @@ class CameraSection:
         self._measuring.finished.connect(self._measure_finished)
         self._measuring.start()
 
+    def measure_beads(self, stack, name: str) -> None:
+        """Measure the PSF from ``stack`` (an image of beads), save it and choose it, in the background."""
+        if self._measuring is not None:
+            return
+        pixel_size_nm = float(self.fields["pixel_size_nm"].value)
+        path = user_folder() / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}_psf.json"
+        self.note.value = "measuring the PSF from the beads..."
+        self.beads_button.enabled = False
+        self._measuring = create_worker(measure_and_save_psf, stack, pixel_size_nm, path, _ignore_errors=True)
+        self._measuring.returned.connect(self._show_psf)
+        self._measuring.errored.connect(self._beads_failed)
+        self._measuring.finished.connect(self._measure_finished)
+        self._measuring.start()
+
+    def _show_psf(self, result) -> None:
+        psf, path = result
+        self.psf_file.value = path
+        src = psf.source
+        self.note.value = (
+            f"PSF measured from {src['beads']} beads: sigma {psf.sigma_nm:.0f} nm, misfit "
+            f"{100 * src['residual']:.2f} % of the peak; saved to {path}"
+        )
+
+    def _beads_failed(self, exc: Exception) -> None:
+        self.note.value = f"PSF not measured: {exc}"
+        show_error(f"{self.title}: the PSF could not be measured: {exc}")
+
     def _measure_failed(self, exc: Exception) -> None:
         self.note.value = f"not measured: {exc}"
         show_error(f"{self.title}: the camera could not be measured: {exc}")
 
     def _measure_finished(self) -> None:
         self._measuring = None
-        self.form.measure_button.enabled = True
+        self.form.measure_button.enabled = self.beads_button.enabled = True
 
     def show_calibration(self, calibration) -> None:
         """Fill the camera (and PSF) fields with a calibration and say how sure it is."""

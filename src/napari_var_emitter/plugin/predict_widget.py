@@ -158,6 +158,7 @@ class PredictWidget(PanelWidget):
         for widget in (self.scales, self.first_frame, self.last_frame):
             widget.changed.connect(self._show_memory)
         self.camera_section.form.measure_button.changed.connect(self.measure)
+        self.camera_section.beads_button.changed.connect(lambda _=None: self.measure(beads=True))
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self._reset_layer_choices)
@@ -305,8 +306,9 @@ class PredictWidget(PanelWidget):
     def set_camera(self, camera: Camera) -> None:
         self.camera_section.set(camera.to_dict(), ENTERED)
 
-    def measure(self, _value=None) -> None:
-        """ "Measure from image": the camera and PSF width of the chosen frames, in the background."""
+    def measure(self, _value=None, beads: bool = False) -> None:
+        """ "Measure from image": the camera and PSF width of the chosen frames, in the background;
+        with ``beads`` ("Measure PSF from image (beads)"), the PSF of the frames, an image of beads."""
         try:
             self._sync_to_layer()
             layer = self.image.value
@@ -315,7 +317,11 @@ class PredictWidget(PanelWidget):
         except (VarEmitterError, OSError) as exc:
             self.panel.refuse(str(exc))
             return
-        self.camera_section.measure(layer.data if layer.ndim == 2 else layer.data[first : last + 1])
+        data = layer.data if layer.ndim == 2 else layer.data[first : last + 1]
+        if beads:
+            self.camera_section.measure_beads(data, layer.name)
+        else:
+            self.camera_section.measure(data)
 
     # --- running -----------------------------------------------------------------------------
     def make_job(self) -> PredictJob:

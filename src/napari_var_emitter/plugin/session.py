@@ -25,6 +25,11 @@ class Scene:
     psf_file: str | None = None  # the PSF measured from beads that the prediction fitted, if any
 
 
+def user_folder() -> Path:
+    """Where the plugin saves what it makes by default: trained models, PSFs measured from beads."""
+    return Path.home() / "napari-var-emitter-models"
+
+
 class Session:
     """Models trained in this napari session (name -> checkpoint path), the last camera used, and
     the scene of the last prediction."""

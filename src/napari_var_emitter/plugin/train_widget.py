@@ -21,13 +21,13 @@ from ..localize.options import DEVICES
 from ..train import TrainConfig
 from .forms import CameraForm, chosen_file, scrolled
 from .plots import LinePlot
-from .session import SESSION, disconnect_when_destroyed
+from .session import SESSION, disconnect_when_destroyed, user_folder
 from .worker_panel import PanelWidget, WorkerPanel, relay_errors
 
 if TYPE_CHECKING:
     import napari
 
-DEFAULT_OUT = Path.home() / "napari-var-emitter-models" / "model.pt"
+DEFAULT_OUT = user_folder() / "model.pt"
 # validation metrics: (key, label, unit, digits); prefixes name the two validation movies
 METRICS = (
     ("jaccard", "Jaccard index", "%", 1),
