@@ -264,6 +264,7 @@ class _SurfaceFit:
         return model, f, v, u
 
     def _fit_beads(self) -> None:
+        mean_x, mean_y = self.x.mean(), self.y.mean()
         for b in range(len(self.boxes)):
             data = self.boxes[b].ravel()
             for _ in range(GAUSS_NEWTON_STEPS):
@@ -277,8 +278,10 @@ class _SurfaceFit:
                 self.y[b] += step[1]
                 self.photons[b] = max(self.photons[b] + step[2], 1e-9)
                 self.background[b] += step[3]
-        self.x -= np.mean(self.x) - np.round(np.mean(self.x))  # a shift of the surface is no change
-        self.y -= np.mean(self.y) - np.round(np.mean(self.y))
+        # the surface and all positions may shift together without changing the fit: hold the
+        # positions' mean where it was, so that the alternation does not drift
+        self.x += mean_x - self.x.mean()
+        self.y += mean_y - self.y.mean()
 
     # the table
     def table(self, oversample: int) -> np.ndarray:
