@@ -200,24 +200,13 @@ def test_commands_measure_draw_and_fit_a_psf(tmp_path, focus_movie, capsys):
 
 
 def test_training_draws_the_measured_psf_and_keeps_its_width(tmp_path, measured):
-    from _tiny import TINY
+    from _tiny import tiny_train_config
     from napari_var_emitter.model.checkpoint import load_checkpoint
     from napari_var_emitter.train import TrainConfig, _simulation, iter_train
 
     path = tmp_path / "psf.json"
     measured.save(path)
-    cfg = TrainConfig(
-        model=TINY,
-        frame_size=32,
-        val_frames=2,
-        batch_size=2,
-        steps=2,
-        val_every=2,
-        warmup_steps=1,
-        device="cpu",
-        out=str(tmp_path / "m.pt"),
-        psf_file=str(path),
-    )
+    cfg = tiny_train_config(tmp_path, steps=2, psf_file=str(path))
     assert _simulation(cfg, random.Random(1)).psf_model == "measured"
     for _ in iter_train(cfg):
         pass

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny import TINY
+from _tiny import TINY, tiny_train_config
 from napari_var_emitter import train as train_module
 from napari_var_emitter.errors import CheckpointError, TrainingError
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
@@ -20,19 +20,7 @@ from napari_var_emitter.train import TrainConfig, iter_train
 
 
 def _cfg(tmp_path, **kwargs) -> TrainConfig:
-    values = dict(
-        model=TINY,
-        frame_size=32,
-        val_frames=2,
-        batch_size=2,
-        steps=4,
-        val_every=2,
-        warmup_steps=1,
-        device="cpu",
-        out=str(tmp_path / "m.pt"),
-    )
-    values.update(kwargs)
-    return TrainConfig(**values)
+    return tiny_train_config(tmp_path, **kwargs)
 
 
 class _NaNAfter:

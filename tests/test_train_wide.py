@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny import TINY
+from _tiny import tiny_train_config
 from napari_var_emitter.errors import InputError, VarEmitterError
 from napari_var_emitter.model import preset
 from napari_var_emitter.simulation import SimulationConfig, simulate_batch
@@ -99,16 +99,9 @@ def test_wide_cameras_are_in_their_ranges_and_convert_to_photons_exactly():
 
 
 def test_a_few_steps_on_the_wide_family_train_and_save(tmp_path):
-    cfg = TrainConfig(
-        model=TINY,
-        frame_size=32,
-        batch_size=2,
+    cfg = tiny_train_config(
+        tmp_path,
         steps=2,
-        val_every=2,
-        val_frames=2,
-        warmup_steps=1,
-        device="cpu",
-        out=str(tmp_path / "m.pt"),
         wide_fraction=1.0,
         pupil_fraction=1.0,
         camera_types=("scmos",),
