@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 import torch
 
-from napari_var_emitter.calibration.beads import _gaussian_sigma, measure_psf
+from napari_var_emitter.calibration.beads import measure_psf, table_sigma_px
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.localize.refine import refine
 from napari_var_emitter.simulation.beads import simulate_beads
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             psf = measure_psf(stack, pixel_size_nm=100.0)
             first, last = psf.source["planes"]
             truth = tables[(first + last) // 2]
-            true_sigma = _gaussian_sigma(truth.numpy().astype(np.float64), psf.oversample)
+            true_sigma = table_sigma_px(truth.numpy().astype(np.float64), psf.oversample)
             rows.append(
                 (
                     psf.source["beads"],

@@ -80,7 +80,7 @@ def measure_psf(stack, pixel_size_nm: float = 100.0, radius_px: int | None = Non
     boxes = np.stack([image[r - radius : r + radius + 1, c - radius : c + radius + 1] for r, c in beads])
     fit = _SurfaceFit(boxes, radius)
     table = fit.table(OVERSAMPLE)
-    sigma = _gaussian_sigma(table, OVERSAMPLE)
+    sigma = table_sigma_px(table, OVERSAMPLE)
     source = {
         "beads": len(beads),
         "planes": [int(focus.start), int(focus.stop - 1)],
@@ -298,7 +298,7 @@ class _SurfaceFit:
         return taper_table(torch.as_tensor(f)[None], oversample)[0].numpy()
 
 
-def _gaussian_sigma(table: np.ndarray, oversample: int) -> float:
+def table_sigma_px(table: np.ndarray, oversample: int) -> float:
     """Sigma [px] of the Gaussian, integrated over a pixel, that fits the table best (least squares,
     amplitude in closed form)."""
     half = table.shape[0] // 2
