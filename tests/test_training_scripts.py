@@ -31,26 +31,35 @@ def test_default_config_is_the_default_preset():
 
 
 @pytest.mark.parametrize(
-    "weights, stage1, stage2",
+    "weights, recipe",
     [
-        ("default.pt", "config_default_lean.json", "config_default_lean_stage2.json"),
-        ("window3.pt", "config_window3_lean_stage1.json", "config_window3_lean_stage2.json"),
+        ("default.pt", ["config_default_lean.json", "config_default_lean_stage2.json"]),
+        (
+            "window3.pt",
+            [
+                "config_window3_lean_stage1.json",
+                "config_window3_lean_stage2.json",
+                "config_window3_lean_stage3.json",
+            ],
+        ),
     ],
 )
-def test_bundled_weights_are_their_documented_recipe(weights, stage1, stage2):
-    """training/README.md gives two stages per bundled model: both build the bundled network, and
-    the weights' own record (meta) is stage 2's run."""
+def test_bundled_weights_are_their_documented_recipe(weights, recipe):
+    """training/README.md gives the stages of each bundled model: all build the bundled network,
+    and the weights' own record (meta) is the last stage's run."""
     checkpoint = torch.load(WEIGHTS / weights, weights_only=True, map_location="cpu")
-    stages = [config_from_json(json.loads((TRAINING / name).read_text())) for name in (stage1, stage2)]
+    stages = [config_from_json(json.loads((TRAINING / name).read_text())) for name in recipe]
     for cfg in stages:
         assert preset(cfg.preset, **cfg.model).to_dict() == checkpoint["model_config"]
-    recorded = checkpoint["meta"]["train_config"]
-    assert (recorded["steps"], recorded["batch_size"], recorded["seed"]) == (
-        stages[1].steps,
-        stages[1].batch_size,
-        stages[1].seed,
+    recorded, last = checkpoint["meta"]["train_config"], stages[-1]
+    assert (recorded["steps"], recorded["batch_size"], recorded["seed"], recorded["lr"]) == (
+        last.steps,
+        last.batch_size,
+        last.seed,
+        last.lr,
     )
-    assert recorded["init_from"] is not None  # stage 2 starts from stage 1's weights
+    assert recorded.get("wide_fraction", 0.0) == last.wide_fraction  # older records: none
+    assert recorded["init_from"] is not None  # a later stage starts from the one before
 
 
 def test_config_mistakes_are_refused():
