@@ -9,7 +9,7 @@ through ``InferenceRunner`` (bfloat16 where the hardware is fast at it, channels
 autograd) on random frames, every level dense (random weights open arbitrary cells of the sparse
 finest level, so its saving is not measured here); the table gives the best of ``--repeats``
 timed passes over ``--batch`` frames, in ms per frame. Without ``--variant``: the default
-architecture and the variants of training/RESULTS.md.
+architecture and the variants of training/DESIGN-CHOICES.md.
 """
 
 from __future__ import annotations

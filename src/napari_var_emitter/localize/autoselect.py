@@ -3,7 +3,7 @@
 The bundled 3-frame model (``bundled:window-3``: frames t-1, t, t+1) is the more accurate one on
 SMLM movies, whose emitters stay on for several consecutive frames; on frames that are not
 consecutive views of the same blinking emitters (a shuffled movie, independent simulations such as
-Deep-STORM's demo) it fails (training/RESULTS.md). So the choice is made from the data: the
+Deep-STORM's demo) it fails (training/DESIGN-CHOICES.md). So the choice is made from the data: the
 one-frame model localizes a sample of consecutive frames (at most ``SAMPLE_FRAMES`` frames of a
 ``SAMPLE_SIZE`` px crop from the middle of the stack), and the stack is a movie when the emitters
 found in frame t are found again in frame t+1 (within ``PERSIST_PX``) well beyond what chance gives

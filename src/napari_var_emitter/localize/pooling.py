@@ -12,7 +12,7 @@ of the weighted mean, plus the part of the localization's uncertainty that does 
 Every frame still has its own localizations (nothing is merged or removed); only positions and
 uncertainties change. For movies only: the 3-frame model's premise (``frame_window > 1``), which
 ``autoselect`` picks for stacks whose emitters persist across frames. Measured on the validation
-seeds with the 3-frame model: mean efficiency 63.7 -> 67.1 (training/RESULTS.md).
+seeds with the 3-frame model: mean efficiency 63.7 -> 67.1 (training/DESIGN-CHOICES.md).
 
 :class:`TemporalPooler` does this on a stream of frame chunks in order, holding back the last
 frame of each chunk until the next arrives, so the result does not depend on the chunking.

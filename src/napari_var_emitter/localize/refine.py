@@ -9,7 +9,7 @@ Jacobi iteration of the joint fit of all emitters) let neighbours settle togethe
 move more than ``max_shift`` from the network's position or end with no photons keep the network's
 values; so do emitters with a neighbour closer than ``min_separation`` (0 by default: on the
 validation seeds, fitting every emitter with its neighbours in the model gave the best efficiency
-and the flattest sub-pixel histogram at both densities; see training/RESULTS.md).
+and the flattest sub-pixel histogram at both densities; see training/DESIGN-CHOICES.md).
 
 Why: a fit reaches the Cramer-Rao bound on isolated emitters and has no pixel-grid bias, while the
 network's offsets are pulled toward pixel centres at low photon counts. The network supplies what a
@@ -52,7 +52,7 @@ MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0:
 # are kept when the fit finds their photons at CONFIRM_Z times their Cramer-Rao bound or more, with
 # less than CONFIRM_CROWDING of their box's light from neighbours. Chosen on the validation seeds
 # (benchmark.py --validation, 200 frames) on a broad plateau of the four sets' mean efficiency;
-# see training/RESULTS.md.
+# see training/DESIGN-CHOICES.md.
 CONFIRM_FLOOR = 0.1
 CONFIRM_Z = 4.0
 CONFIRM_CROWDING = 0.7
@@ -60,7 +60,7 @@ CONFIRM_CROWDING = 0.7
 # LOBE_SURE) with under LOBE_RATIO of the photons of a detection LOBE_RADII PSF widths away is
 # that neighbour's ring or halo. Chosen on the validation seeds (benchmark.py --validation, 200
 # frames, every synthetic set): the only setting that gains on the pupil sets and costs no set
-# more than 0.02 JI; see training/RESULTS.md.
+# more than 0.02 JI; see training/DESIGN-CHOICES.md.
 LOBE_RATIO = 0.05
 LOBE_SURE = 0.9
 LOBE_RADII = (1.2, 4.8)
@@ -182,7 +182,7 @@ def refine(
     exceeds 1 (light the model does not explain), combined in quadrature with a share of the
     network's that grows with the neighbours' part of the box's light (``SHARE_ALONE`` to
     ``SHARE_CROWDED``): the bound alone is over-confident where neighbours crowd in or went
-    undetected (measured on the validation seeds, see training/RESULTS.md).
+    undetected (measured on the validation seeds, see training/DESIGN-CHOICES.md).
     """
     as_numpy = not isinstance(photons_THW, torch.Tensor)
     frames = torch.as_tensor(np.asarray(photons_THW) if as_numpy else photons_THW)
@@ -316,7 +316,7 @@ def confirmed(probability, fit: dict, threshold: float):
     Why: at a few hundred photons the network's probability is low even where a spot is plain to
     a likelihood test, and raising the threshold costs dim emitters; the fit, with the neighbours'
     light in its model, tells a dim spot from noise or from a neighbour's tail (validation seeds:
-    mean efficiency 61.2 -> 62.2, every set higher; training/RESULTS.md).
+    mean efficiency 61.2 -> 62.2, every set higher; training/DESIGN-CHOICES.md).
     """
     fitted = fit["fitted"]
     strong = fit["photons"] >= CONFIRM_Z * fit["photons_sd"]  # NaN (not fitted) compares False

@@ -13,7 +13,7 @@ EMPTY_LOGIT = -30.0
 SPARSE_MAX_FRACTION = 0.5
 # The gate of inference (runtime.InferenceRunner): on the validation movies, no candidate of the
 # dense finest level (integrated probability >= 0.1) lay outside the cells it opens at 0.01 or
-# 0.03; at 0.1 a few did (training/RESULTS.md).
+# 0.03; at 0.1 a few did (training/DESIGN-CHOICES.md).
 SPARSE_GATE = 0.01
 
 
