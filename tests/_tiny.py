@@ -20,20 +20,21 @@ def random_tiny_net(num_layers: int = 2, **overrides) -> TrueVAREmitterPredictor
     return model
 
 
+# Training settings of the tiny network on 32 x 32 frames: a run trains in seconds on the CPU.
+TINY_TRAIN = dict(
+    model=TINY,
+    frame_size=32,
+    val_frames=2,
+    batch_size=2,
+    steps=4,
+    val_every=2,
+    warmup_steps=1,
+    device="cpu",
+)
+
+
 def tiny_train_config(tmp_path, **overrides):
-    """A TrainConfig of the tiny network on 32 x 32 frames that trains in seconds on the CPU,
-    writing ``tmp_path / "m.pt"``; ``overrides`` replace any setting."""
+    """A TrainConfig of TINY_TRAIN writing ``tmp_path / "m.pt"``; ``overrides`` replace any setting."""
     from napari_var_emitter.train import TrainConfig
 
-    values = dict(
-        model=TINY,
-        frame_size=32,
-        val_frames=2,
-        batch_size=2,
-        steps=4,
-        val_every=2,
-        warmup_steps=1,
-        device="cpu",
-        out=str(tmp_path / "m.pt"),
-    )
-    return TrainConfig(**{**values, **overrides})
+    return TrainConfig(**{**TINY_TRAIN, "out": str(tmp_path / "m.pt"), **overrides})

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _tiny import TINY
+from _tiny import TINY_TRAIN
 from napari_var_emitter.io.atomic import temporaries
 from napari_var_emitter.io.localizations import Localizations, read_csv, to_csv
 from napari_var_emitter.io.picasso import read_picasso, to_picasso, yaml_path
@@ -126,16 +126,8 @@ def test_killed_training_keeps_its_last_checkpoint_and_resumes(tmp_path):
     from napari_var_emitter.train import TrainConfig, iter_train
 
     target = tmp_path / "m.pt"
-    settings = dict(
-        model=TINY,
-        frame_size=32,
-        val_frames=2,
-        batch_size=2,
-        val_every=1,
-        warmup_steps=1,
-        device="cpu",
-        out=str(target),
-    )
+    settings = {**TINY_TRAIN, "val_every": 1, "out": str(target)}
+    del settings["steps"]  # each run below sets its own
     body = f"""
         import torch
         from napari_var_emitter.train import TrainConfig, iter_train
