@@ -242,3 +242,37 @@ def test_bench_beads_measures_every_case(capsys, monkeypatch):
     assert len(lines) == 3 and lines[2].startswith("| one frame | 9 |")
     cells = lines[2].split("|")
     assert float(cells[3].split()[0]) < 3.0  # table error [%]
+
+
+# --------------------------------------------------------------------------------------------------
+# recall by photons and neighbours
+
+
+def test_nearest_neighbours_within_each_frame():
+    import bench_recall
+
+    truth = Localizations(
+        frame=np.array([0, 0, 0, 1]),
+        x=np.array([10.0, 13.0, 30.0, 10.5]),
+        y=np.array([10.0, 14.0, 10.0, 10.0]),
+        photons=np.array([100.0, 300.0, 50.0, 80.0]),
+    )
+    distance, ratio = bench_recall.nearest_neighbours(truth)
+    np.testing.assert_allclose(distance, [5.0, 5.0, np.hypot(17.0, 4.0), np.inf])  # frame 1: alone
+    np.testing.assert_allclose(ratio, [3.0, 1 / 3, 300.0 / 50.0, 0.0])
+
+
+def test_bench_recall_table_counts_every_true_emitter(capsys):
+    import bench_recall
+
+    assert bench_recall.main(["--set", "LD-high", "--frames", "6", "--models", "bundled"]) == 0
+    out = capsys.readouterr().out
+    total = int(out.split(" true emitters")[0].split(", ")[-1])
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines() if line.startswith("| ")
+    }
+    assert int(rows["all"][0]) == total and 80.0 < float(rows["all"][1]) <= 100.0
+    photon_rows = [v for k, v in rows.items() if k.endswith(" photons")]
+    distance_rows = [v for k, v in rows.items() if k.endswith("px to the nearest")]
+    assert sum(int(n) for n, _ in photon_rows) == total  # every emitter in one photon bin
+    assert sum(int(n) for n, _ in distance_rows) == total
