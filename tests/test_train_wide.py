@@ -52,7 +52,8 @@ DEFAULT_BATCHES = [
 def test_default_options_draw_the_same_batches_as_before_the_wider_family():
     """The settings drawn are compared exactly (Python's random: the same on every machine); the
     frames and emitters within float rounding, which differs between CPUs' vector math (exp, erf,
-    the filaments' trigonometry): a change in what is drawn moves these sums by percents."""
+    the filaments' trigonometry; torch's scalar kernels move a frame sum by 2e-5): a change in what
+    is drawn moves these sums by about a percent (the noise of 8,192 pixels)."""
     cfg, rng, generator = TrainConfig(), random.Random(2), torch.Generator().manual_seed(3)
     digest = hashlib.sha256()
     for emitters, positions_photons, adu in DEFAULT_BATCHES:
@@ -61,7 +62,7 @@ def test_default_options_draw_the_same_batches_as_before_the_wider_family():
         batch = simulate_batch(SimulationConfig.from_dict(sim), 2, generator=generator)
         assert len(batch.emitters) == emitters
         assert float(batch.emitters[:, 2:5].double().sum()) == pytest.approx(positions_photons, rel=1e-6)
-        assert float(batch.frames.double().sum()) == pytest.approx(adu, rel=1e-5)
+        assert float(batch.frames.double().sum()) == pytest.approx(adu, rel=1e-4)
     assert digest.hexdigest()[:16] == "db93f62c1a32bc90"
 
 
