@@ -220,15 +220,19 @@ def test_bench_onnx_agrees_with_torch_in_float32(capsys):
         "torch fp32, dense",
         "ONNX Runtime fp32, dense",
         "ONNX Runtime int8 (static), dense",
+        "OpenVINO fp32, dense",
+        "OpenVINO bf16, dense",
     ]
     assert all(float(r[2]) > 0 for r in rows)
     assert float(rows[2][3]) < 1e-4  # the exported float32 graph computes what torch does
+    assert float(rows[4][3]) < 1e-4  # in both runtimes
 
 
-def test_bench_onnx_without_onnx_runtime_says_so_in_one_line(monkeypatch, capsys):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_bench_onnx_without_a_runtime_says_so_in_one_line(monkeypatch, capsys, runtime):
     import bench_onnx
 
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    monkeypatch.setitem(sys.modules, runtime, None)  # import fails
     assert bench_onnx.main([]) == 2
     assert capsys.readouterr().err.strip() == bench_onnx.MISSING
 

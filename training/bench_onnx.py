@@ -1,17 +1,18 @@
 #!/usr/bin/env python
-"""The bundled networks under ONNX Runtime against torch, on the CPU: speed and agreement.
+"""The bundled networks under ONNX Runtime and OpenVINO against torch, on the CPU: speed and agreement.
 
 python training/bench_onnx.py [--model bundled] [--model bundled:window-3] [--batch 128] [--repeats 5]
 
-Needs the ``bench`` extra (``pip install -e ".[bench]"``: onnxruntime, onnx, onnxscript). Each bundled
-network runs on ``--batch`` simulated 64 x 64 frames (LD-high-like, converted to photons with the
-simulation's camera) four ways: as ``predict`` runs it (``InferenceRunner``: a bfloat16 copy where
-the CPU is fast at it, the sparse finest level), in float32 with every level dense, and exported to
-ONNX (``torch.onnx.export``, every level dense: the sparse level's cell count depends on the data)
-and run by ONNX Runtime on the same threads, in float32 and quantized to int8 (static, QDQ, the
-convolutions and matrix products, ranges from the same frames). Prints one Markdown table: ms per
-frame (best of ``--repeats`` passes) and, for ONNX Runtime, the largest difference from torch's
-float32 outputs relative to each output's largest value.
+Needs the ``bench`` extra (``pip install -e ".[bench]"``: onnxruntime, onnx, onnxscript, openvino).
+Each bundled network runs on ``--batch`` simulated 64 x 64 frames (LD-high-like, converted to
+photons with the simulation's camera) six ways: as ``predict`` runs it (``InferenceRunner``: a
+bfloat16 copy where the CPU is fast at it, the sparse finest level), in float32 with every level
+dense, and exported to ONNX (``torch.onnx.export``, every level dense: the sparse level's cell
+count depends on the data) and run on the same threads by ONNX Runtime, in float32 and quantized to
+int8 (static, QDQ, the convolutions and matrix products, ranges from the same frames), and by
+OpenVINO, in float32 and with its bfloat16 inference precision. Prints one Markdown table: ms per
+frame (best of ``--repeats`` passes) and, for the exported graphs, the largest difference from
+torch's float32 outputs relative to each output's largest value.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-MISSING = 'bench_onnx.py needs ONNX Runtime: pip install -e ".[bench]" (onnxruntime, onnx, onnxscript)'
+MISSING = (
+    'bench_onnx.py needs ONNX Runtime and OpenVINO: pip install -e ".[bench]" '
+    "(onnxruntime, onnx, onnxscript, openvino)"
+)
 
 
 def best_ms(run, frames: int, repeats: int) -> float:
@@ -48,9 +52,18 @@ def photons(window: int, batch: int):
     return torch.stack([frames[i : i + window] for i in range(batch)])
 
 
-def rows(spec: str, batch: int, repeats: int, threads: int):
+def relative_difference(got, reference) -> float:
+    """The largest difference of any output from torch's, relative to that output's largest value."""
     import numpy as np
+
+    return max(
+        float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) for a, b in zip(got, reference, strict=True)
+    )
+
+
+def rows(spec: str, batch: int, repeats: int, threads: int):
     import onnxruntime as ort
+    import openvino
     import torch
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -103,13 +116,19 @@ def rows(spec: str, batch: int, repeats: int, threads: int):
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            got = session.run(None, feed)
-            worst = max(
-                float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-                for a, b in zip(got, reference, strict=True)
-            )
+            worst = relative_difference(session.run(None, feed), reference)
             ms = best_ms(lambda s=session: s.run(None, feed), batch, repeats)
             yield spec, label, ms, f"{worst:.1e}"
+        core = openvino.Core()
+        graph = core.read_model(str(fp32))
+        for hint, label in (("f32", "OpenVINO fp32, dense"), ("bf16", "OpenVINO bf16, dense")):
+            config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+            compiled = core.compile_model(graph, "CPU", config)
+            request = compiled.create_infer_request()
+            result = request.infer({0: feed["frames"]})
+            got = [result[output] for output in compiled.outputs]
+            ms = best_ms(lambda r=request: r.infer({0: feed["frames"]}), batch, repeats)
+            yield spec, label, ms, f"{relative_difference(got, reference):.1e}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         import onnxruntime  # noqa: F401
+        import openvino  # noqa: F401
     except ImportError:
         print(MISSING, file=sys.stderr)
         return 2
