@@ -36,7 +36,11 @@ from .psf_models import model_for
 
 BOX = 7
 ROUNDS = 2
-N_ITER = 5  # Levenberg-Marquardt steps per round: from the network's start, 4 already converge
+# Levenberg-Marquardt steps per round: the network's start is close, so 3 converge. Validation
+# seeds (benchmark.py --validation --frames 200): 3 and 2 steps gave E within 0.1 of 5 on every set,
+# with the same RMSE/CRLB, calibration and grid bias, for a quarter less refinement time; one round
+# of 4 steps lost 0.6-0.7 E on the dense sets (training/DESIGN-CHOICES.md)
+N_ITER = 3
 MAX_SHIFT = 0.5  # px
 # Share of the network's uncertainty added in quadrature to a fit's: from SHARE_ALONE for an emitter
 # alone in its box to SHARE_CROWDED where all the box's light is its neighbours' (see refine). Chosen
