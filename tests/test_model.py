@@ -316,4 +316,5 @@ def test_encoder_adds_in_place_at_inference_with_the_numbers_it_trains_with():
     trained = net.encoder(x)
     assert torch.equal(at_inference, trained)
     trained.square().sum().backward()
-    assert all(conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0 for conv in net.encoder.blocks)
+    grads = [conv.weight.grad for conv in net.encoder.blocks]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
