@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .ops import ACTIVATION, GELU, add_residual, channel_norm
+from .ops import ACTIVATION, GELU, channel_norm
 
 NUM_OUTPUTS = 8  # logit, dx, dy, photons, sigma_x, sigma_y, photon_sigma, background
 PHOTON_NORM = 1000.0  # photons predicted in units of PHOTON_NORM
@@ -36,7 +36,7 @@ class Encoder(nn.Module):
         x = torch.cat([x, torch.log1p(x.clamp_min(0.0))], dim=1)
         h = self.act(self.stem(x))
         for conv in self.blocks:
-            h = add_residual(h, self.act(conv(h)))
+            h = h + self.act(conv(h))
         return h
 
 

@@ -1,7 +1,7 @@
 """Tensor operations the network is built from, each written for speed on a CPU and checked against
-torch's own (tests/test_model.py): activations on channels-last memory, residual additions in place
-at inference, a per-pixel channel norm with its AdaLN modulation fused in, bicubic resizing as two
-matrix products, area downsampling and the dilation of a cell mask."""
+torch's own (tests/test_model.py): activations on channels-last memory, a per-pixel channel norm
+with its AdaLN modulation fused in, bicubic resizing as two matrix products, area downsampling and
+the dilation of a cell mask."""
 
 from __future__ import annotations
 
@@ -28,13 +28,6 @@ ACTIVATION = {
     "gelu": functools.partial(on_channels_last_view, F.gelu),
     "relu": functools.partial(on_channels_last_view, F.relu),
 }
-
-
-def add_residual(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``h + y``, in ``h``'s memory where autograd is off (inference): the same numbers without
-    allocating another full-resolution map (the encoder, bf16, 64 x 64 frames on 2 CPU threads:
-    1.10 -> 0.96 ms per frame). With autograd on, ``h`` may be saved for the backward pass."""
-    return h + y if torch.is_grad_enabled() else h.add_(y)
 
 
 class GELU(nn.GELU):
