@@ -280,3 +280,18 @@ def test_bench_recall_table_counts_every_true_emitter(capsys):
     distance_rows = [v for k, v in rows.items() if k.endswith("px to the nearest")]
     assert sum(int(n) for n, _ in photon_rows) == total  # every emitter in one photon bin
     assert sum(int(n) for n, _ in distance_rows) == total
+
+
+def test_bench_gate_opens_the_tiles_whose_halo_holds_an_emitter(capsys):
+    import bench_gate
+
+    # pixel 11 lies one pixel short of tile 1's 4 px halo (pixels 12-35); pixel 12 lies in it
+    one = bench_gate.tile_shares([0], [11.0], [40.0], 1, (64, 64), tile=16, halo=4)
+    two = bench_gate.tile_shares([0], [12.0], [40.0], 1, (64, 64), tile=16, halo=4)
+    assert one == (1 / 16, 1 / 16 * 1.5**2)
+    assert two == (2 / 16, 2 / 16 * 1.5**2)
+    # frames are separate: the same pixel in two of three frames opens one tile in each
+    share, _ = bench_gate.tile_shares([0, 2], [5.0, 5.0], [5.0, 5.0], 3, (64, 64), tile=16, halo=0)
+    assert share == 2 / (3 * 16)
+    assert bench_gate.main(["--frames", "4", "--sets", "LD-high"]) == 0
+    assert "| LD-high |" in capsys.readouterr().out
