@@ -9,7 +9,6 @@ from napari_var_emitter.localize.refine import (
     CONFIRM_FLOOR,
     LOBE_RADII,
     LOBE_RATIO,
-    LOBE_SURE,
     SHARE_ALONE,
     confirmed,
     refine,
@@ -126,24 +125,24 @@ def test_the_fit_confirms_a_dim_spot_but_not_noise_or_a_neighbours_tail():
     assert not confirmed(np.full(4, CONFIRM_FLOOR / 2), fit, threshold=0.5).any()
 
 
-def test_side_lobes_are_unsure_faint_detections_a_ring_away_from_a_bright_one():
+def test_side_lobes_are_faint_detections_a_ring_away_from_a_bright_one():
     sigma = 1.25
     ring = 0.5 * (LOBE_RADII[0] + LOBE_RADII[1]) * sigma  # between the radii
     bright = 6000.0
     faint = 0.5 * LOBE_RATIO * bright
-    rows = [  # frame, x, y, photons, probability; the bright emitter first in frames 0 and 1
-        (0, 20.0, 20.0, bright, 0.99),
-        (0, 20.0 + ring, 20.0, faint, 0.6),  # its ring, the network unsure: a side lobe
-        (0, 20.0, 20.0 - ring, faint, LOBE_SURE + 0.05),  # the network sure: kept
-        (0, 20.0 - ring, 20.0, 2 * LOBE_RATIO * bright, 0.6),  # not faint enough: kept
-        (0, 20.0, 20.0 + 0.8 * LOBE_RADII[0] * sigma, faint, 0.6),  # inside the inner radius: kept
-        (0, 20.0 + 1.1 * LOBE_RADII[1] * sigma, 20.0 + 1.0, faint, 0.6),  # beyond the ring: kept
-        (1, 20.0 + ring, 20.0, faint, 0.6),  # the same lobe in frame 1, its emitter absent: kept
+    rows = [  # frame, x, y, photons; the bright emitter first in frames 0 and 1
+        (0, 20.0, 20.0, bright),
+        (0, 20.0 + ring, 20.0, faint),  # its ring: a side lobe
+        (0, 20.0, 20.0 - ring, faint),  # the same ring on another side: a side lobe
+        (0, 20.0 - ring, 20.0, 2 * LOBE_RATIO * bright),  # not faint enough: kept
+        (0, 20.0, 20.0 + 0.8 * LOBE_RADII[0] * sigma, faint),  # inside the inner radius: kept
+        (0, 20.0 + 1.1 * LOBE_RADII[1] * sigma, 20.0 + 1.0, faint),  # beyond the ring: kept
+        (1, 20.0 + ring, 20.0, faint),  # the same lobe in frame 1, its emitter absent: kept
     ]
-    frame, x, y, photons, probability = (torch.tensor(c) for c in zip(*rows, strict=True))
-    lobe = side_lobes(frame, x, y, photons, probability, sigma)
-    assert lobe.tolist() == [False, True, False, False, False, False, False]
-    none = side_lobes(*(torch.zeros(0) for _ in range(5)), sigma)
+    frame, x, y, photons = (torch.tensor(c) for c in zip(*rows, strict=True))
+    lobe = side_lobes(frame, x, y, photons, sigma)
+    assert lobe.tolist() == [False, True, True, False, False, False, False]
+    none = side_lobes(*(torch.zeros(0) for _ in range(4)), sigma)
     assert none.dtype == torch.bool and len(none) == 0
 
 

@@ -335,9 +335,7 @@ def refine(run: RunPlan, det: dict[str, torch.Tensor], photons: torch.Tensor) ->
     det["bkgstd"] = fit["background"].clamp_min(0.0).sqrt()
     if run.options.confirm:
         keep = confirmed(det["probability"], fit, run.threshold)
-        keep &= ~side_lobes(
-            det["frame"], det["x"], det["y"], det["photons"], det["probability"], run.psf_sigma_px
-        )
+        keep &= ~side_lobes(det["frame"], det["x"], det["y"], det["photons"], run.psf_sigma_px)
         det = {k: v[keep] for k, v in det.items()}
     return det
 

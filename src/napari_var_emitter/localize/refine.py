@@ -60,13 +60,11 @@ MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0:
 CONFIRM_FLOOR = 0.1
 CONFIRM_Z = 4.0
 CONFIRM_CROWDING = 0.7
-# Side lobes (see ``side_lobes``): a detection the network is not sure of (probability below
-# LOBE_SURE) with under LOBE_RATIO of the photons of a detection LOBE_RADII PSF widths away is
-# that neighbour's ring or halo. Chosen on the validation seeds (benchmark.py --validation, 200
-# frames, every synthetic set): the only setting that gains on the pupil sets and costs no set
-# more than 0.02 JI; see training/DESIGN-CHOICES.md.
+# Side lobes (see ``side_lobes``): a detection with under LOBE_RATIO of the photons of a detection
+# LOBE_RADII PSF widths away is that neighbour's ring or halo. Chosen on the validation seeds
+# (benchmark.py --validation, every synthetic set), for the bundled models: it gains on the pupil
+# sets and costs the others nothing beyond noise; see training/DESIGN-CHOICES.md.
 LOBE_RATIO = 0.05
-LOBE_SURE = 0.9
 LOBE_RADII = (1.2, 4.8)
 OUTPUTS = ("x", "y", "photons", "background", "uncertainty", "photons_sd", "crowding", "fitted")
 
@@ -328,16 +326,16 @@ def confirmed(probability, fit: dict, threshold: float):
     return (probability >= threshold) | ((probability >= CONFIRM_FLOOR) & fitted & strong & alone)
 
 
-def side_lobes(frame, x, y, photons, probability, psf_sigma_px: float):
-    """Which detections are a brighter neighbour's side lobe or halo: the network is not sure of
-    them (``probability < LOBE_SURE``) and a detection ``LOBE_RADII`` PSF widths away (from the
-    centre) has more than ``1 / LOBE_RATIO`` times their fitted photons.
+def side_lobes(frame, x, y, photons, psf_sigma_px: float):
+    """Which detections are a brighter neighbour's side lobe or halo: a detection ``LOBE_RADII`` PSF
+    widths away (from the centre) has more than ``1 / LOBE_RATIO`` times their fitted photons.
 
     Why: a real PSF is not a Gaussian. An Airy pattern's first ring (about 4 Gaussian widths out)
     holds 7 % of the light and the Gaussian fit leaves a halo, so around a bright emitter the
-    network finds spots of a few percent of its photons (of the false positives on the pupil-PSF
-    validation movie, two in three). True emitters that dim beside a bright one are rare and
-    barely measurable; a relative test, not a higher threshold, keeps every dim emitter elsewhere.
+    network finds spots of a few percent of its photons, often with a high probability (of the
+    false positives on the pupil-PSF validation movie, two in three). True emitters that dim beside
+    a bright one are rare and barely measurable; a relative test, not a higher threshold, keeps
+    every dim emitter elsewhere.
     """
     lobe = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     inner, outer = (r * psf_sigma_px for r in LOBE_RADII)
@@ -345,6 +343,5 @@ def side_lobes(frame, x, y, photons, probability, psf_sigma_px: float):
     i, j = pairs[:, 0], pairs[:, 1]
     far_enough = torch.hypot(x[i] - x[j], y[i] - y[j]) > inner
     dimmer = photons[i] < LOBE_RATIO * photons[j]
-    unsure = probability[i] < LOBE_SURE
-    lobe[i[far_enough & dimmer & unsure]] = True
+    lobe[i[far_enough & dimmer]] = True
     return lobe
