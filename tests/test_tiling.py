@@ -223,25 +223,33 @@ def test_bundled_model_finds_seam_emitters_as_often_as_the_whole_frame_does(bund
     counts = _counts_near(tiled, xs, ys, ts, radius=1.5)
     assert np.all(counts >= 1)
     np.testing.assert_array_equal(counts, _counts_near(untiled, xs, ys, ts, radius=1.5))
-    # Anything else found by one run and not the other is a borderline call: a detection whose
-    # probability sits on the threshold flips with the CPU's float rounding (one at 0.7007 against
-    # 0.7 was seen), which a seam defect (a duplicate or a loss at full probability) does not.
+    # Anything else found by one run and not the other is a borderline call or the model's context
+    # effect, never a seam defect (a duplicate or a loss of a true emitter at full brightness). A
+    # detection whose probability sits on the threshold flips with the CPU's float rounding (one at
+    # 0.7007 against 0.7 was seen); with the 64 / 16 plan the bundled one-frame model adds one dim
+    # detection (~270 photons, probability 0.95) 7.7 px from three bright emitters, where the whole
+    # frame's context says there is none.
     different = _unmatched(tiled, untiled) + _unmatched(untiled, tiled)
     assert len(different) <= 2, different
-    for probability in different:
-        assert min(abs(probability - bundled.threshold), abs(probability - CONFIRM_FLOOR)) < 0.02
+    for probability, photons, x, y, t in different:
+        borderline = min(abs(probability - bundled.threshold), abs(probability - CONFIRM_FLOOR)) < 0.02
+        here = ts == t
+        far_and_dim = np.hypot(xs[here] - x, ys[here] - y).min() > 3.0 and photons < 0.1 * 4000.0
+        assert borderline or far_and_dim, (probability, photons, x, y, t)
 
 
-def _unmatched(a, b, radius=0.05) -> list[float]:
-    """Probabilities of the detections of ``a`` with none of ``b`` within ``radius`` px in their frame."""
+def _unmatched(a, b, radius=0.05) -> list[tuple[float, float, float, float, int]]:
+    """(probability, photons, x, y, frame) of the detections of ``a`` with none of ``b`` within
+    ``radius`` px in their frame."""
     out = []
     for k in np.unique(a.frame):
         here, there = a.in_frame(k), b.in_frame(k)
+        rows = zip(here.probability, here.photons, here.x, here.y, [k] * len(here.x), strict=True)
         if len(there) == 0:
-            out += list(here.probability)
+            out += list(rows)
             continue
         distance, _ = cKDTree(np.c_[there.x, there.y]).query(np.c_[here.x, here.y])
-        out += list(here.probability[distance > radius])
+        out += [row for row, d in zip(rows, distance, strict=True) if d > radius]
     return out
 
 

@@ -94,7 +94,7 @@ def test_wide_recipes_build_their_lean_network_and_draw_half_their_batches_wide(
 
 PUPIL_STAGES = {  # a quarter of the batches a pupil PSF, the rest as the stage before
     "config_window3_lean_stage3.json": "config_window3_lean_stage2.json",
-    "config_default_lean_stage3.json": "config_default_lean_stage2.json",
+    "config_default_lean_stage3_pupil.json": "config_default_lean_stage2.json",
 }
 
 

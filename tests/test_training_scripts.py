@@ -33,7 +33,14 @@ def test_default_config_is_the_default_preset():
 @pytest.mark.parametrize(
     "weights, recipe",
     [
-        ("default.pt", ["config_default_lean.json", "config_default_lean_stage2.json"]),
+        (
+            "default.pt",
+            [
+                "config_default_lean.json",
+                "config_default_lean_stage2.json",
+                "config_default_lean_stage3.json",
+            ],
+        ),
         (
             "window3.pt",
             [
