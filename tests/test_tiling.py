@@ -139,6 +139,9 @@ class LocalNet(torch.nn.Module):
         return outputs
 
 
+SEAM_PHOTONS = 4000.0  # every emitter of the seam movie
+
+
 def _seam_movie(seams=(31.5, 63.5), offsets=(-0.5, -0.3, -0.05, 0.0, 0.05, 0.3, 0.5), size=96, seed=0):
     """Frames with emitters on and beside the seams of a 48/8 plan of a 96 px frame (at 31.5 and
     63.5: cores [0, 32), [32, 64), [64, 96)), the crossings included; one offset per frame."""
@@ -156,7 +159,7 @@ def _seam_movie(seams=(31.5, 63.5), offsets=(-0.5, -0.3, -0.05, 0.0, 0.05, 0.3, 
                 ts.append(t)
     x, y, t = torch.tensor(xs), torch.tensor(ys), torch.tensor(ts)
     expected = render_expected(
-        x, y, torch.full_like(x, 4000.0), torch.full_like(x, 1.2), t, len(offsets), size, size
+        x, y, torch.full_like(x, SEAM_PHOTONS), torch.full_like(x, 1.2), t, len(offsets), size, size
     )
     frames = apply_camera(expected + 50.0, Camera(), torch.Generator().manual_seed(seed))
     return frames.numpy().astype(np.uint16), np.array(xs), np.array(ys), np.array(ts)
@@ -234,7 +237,7 @@ def test_bundled_model_finds_seam_emitters_as_often_as_the_whole_frame_does(bund
     for probability, photons, x, y, t in different:
         borderline = min(abs(probability - bundled.threshold), abs(probability - CONFIRM_FLOOR)) < 0.02
         here = ts == t
-        far_and_dim = np.hypot(xs[here] - x, ys[here] - y).min() > 3.0 and photons < 0.1 * 4000.0
+        far_and_dim = np.hypot(xs[here] - x, ys[here] - y).min() > 3.0 and photons < 0.1 * SEAM_PHOTONS
         assert borderline or far_and_dim, (probability, photons, x, y, t)
 
 

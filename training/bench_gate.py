@@ -48,7 +48,7 @@ def tile_shares(frame, x, y, n_frames: int, size: tuple[int, int], tile: int, ha
 def row(name: str, frame, x, y, n_frames: int, size) -> dict:
     out = {"data": name, "emitters / frame": f"{len(x) / n_frames:.1f}"}
     for tile, halo in TILINGS:
-        share, area = tile_shares(np.asarray(frame), np.asarray(x), np.asarray(y), n_frames, size, tile, halo)
+        share, area = tile_shares(frame, x, y, n_frames, size, tile, halo)
         out[f"{tile} px + {halo}"] = f"{100 * share:.0f} % / {100 * area:.0f} %"
     return out
 
