@@ -1,4 +1,4 @@
-"""A tiny model configuration for fast tests, and a randomised network of it."""
+"""A tiny model configuration for fast tests, a randomised network of it, and an untrained model."""
 
 import torch
 
@@ -18,6 +18,14 @@ def random_tiny_net(num_layers: int = 2, **overrides) -> TrueVAREmitterPredictor
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
+
+
+def tiny_model():
+    """An untrained tiny model with threshold 0.3 (seeded: the same weights every call)."""
+    from napari_var_emitter.model.checkpoint import EmitterModel
+
+    torch.manual_seed(0)
+    return EmitterModel(net=TrueVAREmitterPredictor(ModelConfig(**TINY)), threshold=0.3)
 
 
 # Training settings of the tiny network on 32 x 32 frames: a run trains in seconds on the CPU.

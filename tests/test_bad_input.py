@@ -2,8 +2,8 @@
 
 API: a specific exception type (a ``VarEmitterError`` subclass) whose message is one line.
 CLI: exit code 2, exactly one line ``napari-var-emitter: error: ...`` on stderr, no traceback, and
-no output file (nor a temporary one) left behind. Widgets: an error notification, and the viewer
-keeps working. A row with ``error=None`` is input that is odd but valid: it must be accepted.
+no output file (nor a temporary one) left behind. Widgets (test_bad_input_widgets.py): an error
+notification, and the viewer keeps working. A row with ``error=None`` is input that is odd but valid: it must be accepted.
 
 ``API_WIRING`` rows are predict's own checks (``io.stack.check_frame_shape`` and ``io.frames.check_values``).
 """
@@ -11,7 +11,6 @@ keeps working. A row with ``error=None`` is input that is odd but valid: it must
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -19,7 +18,8 @@ import pytest
 import tifffile
 import torch
 
-from _tiny import TINY
+from _fakes import HugeFrames
+from _tiny import tiny_model
 from napari_var_emitter.camera import Camera
 from napari_var_emitter.cli import main
 from napari_var_emitter.errors import (
@@ -32,11 +32,9 @@ from napari_var_emitter.errors import (
 )
 from napari_var_emitter.io.frames import as_frames, read_frames
 from napari_var_emitter.io.localizations import read_csv
-from napari_var_emitter.io.stack import MAX_FRAME_PIXELS
 from napari_var_emitter.io.tables import read_localizations, write_localizations
 from napari_var_emitter.localize import predict
-from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
-from napari_var_emitter.model.checkpoint import EmitterModel, load_checkpoint, save_checkpoint
+from napari_var_emitter.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_var_emitter.train import TrainConfig, iter_train
 
 HEADER = '"id","frame","x [nm]","y [nm]","intensity [photon]"\n'
@@ -101,31 +99,14 @@ def _missing(name="in.tif") -> Callable[[Path], Path]:
 GOOD_FRAMES = _tif(np.random.default_rng(0).poisson(300, (2, 16, 16)).astype(np.uint16))
 
 
-class HugeFrames:
-    """An array-like that claims 20,000 x 20,000 frames and fails the test if a pixel is read."""
-
-    shape, dtype, ndim = (1, 20_000, 20_000), np.dtype(np.uint16), 3
-
-    def __getitem__(self, index):
-        raise AssertionError("a pixel of a 20,000 x 20,000 frame was read")
-
-    def __array__(self, *args, **kwargs):
-        raise AssertionError("a 20,000 x 20,000 frame was converted")
-
-
 class _Evil:
     def __reduce__(self):
         return (os.system, (f"touch {MARKER}",))
 
 
-def _tiny_model() -> EmitterModel:
-    torch.manual_seed(0)
-    return EmitterModel(net=TrueVAREmitterPredictor(ModelConfig(**TINY)), threshold=0.3)
-
-
 def _checkpoint(edit: Callable[[dict], None] | None = None, raw: Callable[[bytes], bytes] | None = None):
     def make(tmp: Path) -> Path:
-        path = save_checkpoint(tmp / "model.pt", _tiny_model())
+        path = save_checkpoint(tmp / "model.pt", tiny_model())
         if edit is not None:
             payload = torch.load(path, weights_only=True)
             edit(payload)
@@ -178,7 +159,7 @@ def _api_frames(frames_of: Callable[[Path], Any], via: str):
             return lambda: read_frames(frames)
         if via == "as_frames":
             return lambda: as_frames(frames)
-        return lambda: predict(frames, _tiny_model(), Camera(), device="cpu")
+        return lambda: predict(frames, tiny_model(), Camera(), device="cpu")
 
     return make
 
@@ -512,100 +493,3 @@ def test_cli(name, tmp_path, capsys):
     assert "Traceback" not in captured.err + captured.out
     assert {p for p in tmp_path.rglob("*")} == before, "an output or temporary file was left behind"
     assert not MARKER.exists(), "the checkpoint's code ran"
-
-
-# --- widgets ------------------------------------------------------------------------------------
-def test_widgets_report_bad_input_as_notifications(
-    make_napari_viewer, qtbot, tmp_path, monkeypatch, error_notifications, fresh_session
-):
-    from napari_var_emitter.plugin.predict_widget import CHECKPOINT_FILE, check_image_layer
-
-    errors = error_notifications
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-var-emitter", "Predict emitters")
-    widget.model.value = CHECKPOINT_FILE
-    widget.checkpoint.value = save_checkpoint(tmp_path / "tiny.pt", _tiny_model())
-
-    # a frame too small for the model: refused before the worker starts
-    viewer.add_image(np.zeros((1, 1), np.float32), name="dot")
-    errors.mark()
-    widget.image.value = viewer.layers["dot"]
-    widget.run_button.click()
-    assert any("too small" in m for m in errors.messages()) and not widget.running
-
-    # 20,000 x 20,000 frames (a layer's shape is checked, its data never read)
-    huge = SimpleNamespace(name="huge", data=HugeFrames(), rgb=False, multiscale=False)
-    with pytest.raises(InputError, match="too large"):
-        check_image_layer(huge)
-    assert MAX_FRAME_PIXELS < 20_000 * 20_000
-
-    # NaN inside the frames: found by the worker, reported, and the viewer keeps working
-    frames = np.full((2, 16, 16), 300.0, np.float32)
-    frames[1, 3, 3] = np.nan
-    viewer.add_image(frames, name="nan")
-    widget.image.value = viewer.layers["nan"]
-    errors.mark()
-    widget.run_button.click()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    assert any("NaN" in m for m in errors.messages()), errors.messages()
-    viewer.add_image(np.full((2, 16, 16), 300.0, np.float32), name="good")
-    widget.image.value = viewer.layers["good"]
-    widget.run_button.click()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    assert "good emitters" in viewer.layers
-
-    # a RuntimeError in the worker (torch's out of memory, say) is a notification too: superqt's
-    # worker would swallow it and leave the widget "running" for ever
-    def out_of_memory(*args, **kwargs):
-        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        yield
-
-    monkeypatch.setattr("napari_var_emitter.localize.pipeline.iter_predict", out_of_memory)
-    errors.mark()
-    widget.run_button.click()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    assert any("RuntimeError: CUDA out of memory" in m for m in errors.messages()), errors.messages()
-    assert widget.run_button.isEnabled()
-
-    # an export that cannot be written is a notification, and leaves no file
-    errors.mark()
-    (tmp_path / "taken.csv").mkdir()
-    assert widget.export_csv(tmp_path / "taken.csv") is None  # a folder
-    assert widget.export_csv(tmp_path / "missing" / "x.hdf5") is None
-    assert len(errors.messages()) == 2
-    assert not (tmp_path / "missing").exists()
-    assert widget.export_csv(tmp_path / "locs.hdf5") == tmp_path / "locs.hdf5"
-
-
-def test_training_that_goes_nan_is_a_notification(
-    make_napari_viewer, qtbot, tmp_path, monkeypatch, error_notifications, fresh_session
-):
-    from dataclasses import replace
-
-    from napari_var_emitter import train as train_module
-
-    class NaNLoss(train_module.VAREmitterLoss):
-        def forward(self, *args, **kwargs):
-            loss, parts = super().forward(*args, **kwargs)
-            return loss * float("nan"), parts
-
-    monkeypatch.setattr(train_module, "VAREmitterLoss", NaNLoss)
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-var-emitter", "Train model")
-    widget.fine_tune.value = False
-    widget.batch_size.value = 2
-    widget.device.value = "cpu"
-    widget.out.value = tmp_path / "m.pt"
-    make_config = widget.make_config
-    monkeypatch.setattr(
-        widget,
-        "make_config",
-        lambda: replace(make_config(), model=TINY, frame_size=32, val_frames=2, max_nonfinite_steps=3),
-    )
-    error_notifications.mark()
-    widget.train_button.click()
-    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
-    (message,) = error_notifications.messages()
-    assert "NaN or infinite 3 steps in a row" in message and "nothing was saved" in message
-    assert widget.status.text().startswith("training failed")
-    assert widget.train_button.isEnabled() and not (tmp_path / "m.pt").exists()
