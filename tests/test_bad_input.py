@@ -3,7 +3,8 @@
 API: a specific exception type (a ``VarEmitterError`` subclass) whose message is one line.
 CLI: exit code 2, exactly one line ``napari-var-emitter: error: ...`` on stderr, no traceback, and
 no output file (nor a temporary one) left behind. Widgets (test_bad_input_widgets.py): an error
-notification, and the viewer keeps working. A row with ``error=None`` is input that is odd but valid: it must be accepted.
+notification, and the viewer keeps working. A row with ``error=None`` is input that is odd but
+valid: it must be accepted.
 
 ``API_WIRING`` rows are predict's own checks (``io.stack.check_frame_shape`` and ``io.frames.check_values``).
 """
