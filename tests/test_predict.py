@@ -162,8 +162,8 @@ def test_refinement_brings_the_bundled_models_positions_closer_to_the_truth():
     photons; the fit of the same pixels removes that pull and reaches the Cramer-Rao bound on
     isolated emitters. (The bundled "window-3" model also sees frames t-1 and t+1, so on persistent
     emitters its own positions can beat a fit of frame t alone; there the refinement is for the
-    pixel-grid bias.) Measured with the bundled one-frame model: RMSE 22.0 -> 21.2 nm, RMSE/CRLB
-    1.09 -> 1.00."""
+    pixel-grid bias.) Measured with the bundled one-frame model: RMSE 21.4 -> 20.8 nm, RMSE/CRLB
+    1.05 -> 1.00."""
     from napari_var_emitter.analysis.metrics import evaluate, subpixel_flatness
     from napari_var_emitter.simulation import SimulationConfig, simulate_movie
 

@@ -14,7 +14,7 @@ from napari_var_emitter.model.config import ModelConfig
 from napari_var_emitter.model.var import TrueVAREmitterPredictor
 from napari_var_emitter.plugin.predict_widget import CHECKPOINT_FILE
 
-# The bundled models find the sample's emitters with JI 87.6 (one frame) and 90.4 (3 frames)
+# The bundled models find the sample's emitters with JI 88.7 (one frame) and 90.4 (3 frames)
 # (`pytest tests/test_predict_widget.py -k bundled -s`); the bound leaves a few points of margin.
 MIN_SAMPLE_JACCARD = 80.0
 
