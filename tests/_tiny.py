@@ -3,6 +3,7 @@
 import torch
 
 from napari_var_emitter.model import ModelConfig, TrueVAREmitterPredictor
+from napari_var_emitter.model.checkpoint import EmitterModel
 
 TINY = dict(
     embed_dim=16, conv_dim=8, num_heads=2, num_layers=1, encoder_channels=8, token_dim=4, vocab_size=8
@@ -20,10 +21,8 @@ def random_tiny_net(num_layers: int = 2, **overrides) -> TrueVAREmitterPredictor
     return model
 
 
-def tiny_model():
+def tiny_model() -> EmitterModel:
     """An untrained tiny model with threshold 0.3 (seeded: the same weights every call)."""
-    from napari_var_emitter.model.checkpoint import EmitterModel
-
     torch.manual_seed(0)
     return EmitterModel(net=TrueVAREmitterPredictor(ModelConfig(**TINY)), threshold=0.3)
 
