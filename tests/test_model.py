@@ -213,6 +213,17 @@ def test_conv_block_modulation_shared_or_per_frame_is_the_same():
     torch.testing.assert_close(shared, per_frame, rtol=1e-5, atol=1e-5)
 
 
+def test_added_conv_blocks_start_as_the_identity(net, frames):
+    grown = net.with_conv_blocks(net.config.conv_blocks + 1)
+    assert grown.config.conv_blocks == net.config.conv_blocks + 1
+    with torch.no_grad():  # dense, sparse and super-resolution paths: the same numbers
+        for kwargs in ({}, {"sparse_gate": 0.3}, {"num_levels": 5}):
+            torch.testing.assert_close(grown(frames, **kwargs), net(frames, **kwargs), rtol=0, atol=0)
+    for bad in (net.config.conv_blocks - 1, "3", 2.5, True):
+        with pytest.raises(InputError, match="conv_blocks must be a whole number of at least"):
+            net.with_conv_blocks(bad)
+
+
 @pytest.mark.parametrize("num_levels", [4, 5])  # progressive, and the super-resolution level
 def test_sparse_last_level_gives_the_dense_numbers_where_it_computes(net, frames, num_levels):
     from napari_var_emitter.model.ops import dilate

@@ -212,3 +212,20 @@ def test_a_resumed_run_draws_new_batches(tmp_path, monkeypatch):
     seen.clear()
     list(iter_train(_cfg(tmp_path, steps=4, resume=True)))
     assert len(seen) == 2 and not torch.equal(seen[0], first)
+
+
+def test_a_later_stage_may_add_conv_blocks_which_training_opens(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = iter_train(_cfg(tmp_path / "a"))
+    for _ in first:
+        pass
+    start = tmp_path / "a" / "m.pt"
+    blocks = load_checkpoint(start).net.config.conv_blocks
+    grown_cfg = _cfg(tmp_path / "b", init_from=str(start), model={"conv_blocks": blocks + 1}, lr=1e-2)
+    for _ in iter_train(grown_cfg):
+        pass
+    net = load_checkpoint(tmp_path / "b" / "m.pt").net
+    assert net.config.conv_blocks == blocks + 1
+    gates = net.conv_blocks[blocks].ada_lin[-1].bias[: 2 * net.config.conv_dim]
+    assert gates.abs().max() > 0  # the added block's gates started at zero; training moved them

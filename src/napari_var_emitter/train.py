@@ -356,6 +356,8 @@ def iter_train(cfg: TrainConfig) -> Generator[TrainProgress, None, EmitterModel]
         start_step = _resume_step(train_state, cfg.out)
     elif cfg.init_from:
         model = load_checkpoint(None if cfg.init_from == "bundled" else cfg.init_from, device)
+        if cfg.model.get("conv_blocks", model.net.config.conv_blocks) != model.net.config.conv_blocks:
+            model.net = model.net.with_conv_blocks(cfg.model["conv_blocks"])  # added blocks: identity
     else:
         config = preset(cfg.preset, **cfg.model)
         check_config(config, "model")  # sizes checked before anything is allocated

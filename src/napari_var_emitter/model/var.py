@@ -96,6 +96,24 @@ class TrueVAREmitterPredictor(nn.Module):
                 lin.bias.zero_()
                 lin.bias[: 2 * dim] = 0.1
 
+    def with_conv_blocks(self, n: int) -> "TrueVAREmitterPredictor":
+        """A copy of this network with ``n`` AdaLN conv blocks instead of fewer: the blocks it has
+        keep their weights, and each added block starts as the identity (its two gates zero, weights
+        and biases; its other weights as a new network's), so the copy computes exactly what this one
+        does until training opens the gates."""
+        have = self.config.conv_blocks
+        if isinstance(n, bool) or not isinstance(n, int) or n < have:
+            raise InputError(f"conv_blocks must be a whole number of at least {have}, got {n!r}")
+        grown = TrueVAREmitterPredictor(self.config, conv_blocks=n).to(next(self.parameters()).device)
+        grown.load_state_dict(self.state_dict(), strict=False)  # the added blocks are the only keys left
+        with torch.no_grad():
+            for block in grown.conv_blocks[have:]:
+                gates = block.ada_lin[-1]
+                dim = gates.out_features // 6
+                gates.weight[: 2 * dim].zero_()
+                gates.bias[: 2 * dim].zero_()
+        return grown.train(self.training)
+
     # ------------------------------------------------------------------ geometry
     def level_grids(self, H: int, W: int, num_levels: int | None = None) -> list[tuple[int, int]]:
         """Grid (h, w) of each level for a padded input of H x W."""
