@@ -41,8 +41,8 @@ Methods: ``classical`` (napari_var_emitter.localize.classical), ``picasso`` (pic
 identification + Gaussian MLE fit, ``localize_frames(..., fitting_method="gaussmle")``, skipped if it
 does not import), ``var`` (``--var-model``, default ``auto``: the bundled model the command line
 would choose for the set, see autoselect.py; chosen before the clock starts, like loading; via
-predict.py, progressive mode,
-with the maximum-likelihood refinement of refine.py and its confirmation of dim candidates),
+predict.py, progressive mode, with the maximum-likelihood refinement of refine.py and its
+confirmation of dim candidates),
 ``var-noconfirm`` (the same without the fit's confirmation: the threshold alone decides),
 ``var-noref`` (the network's own positions, no refinement), ``var-sr`` (super-resolution mode) and
 ``var-auto`` (the camera and the PSF width measured from the frames, as ``predict --camera auto``)
@@ -53,9 +53,9 @@ and ``var-beads`` (pupil-PSF sets: the fit models the PSF measured from simulate
 Metrics: metrics.evaluate, Hungarian matching within 250 nm; RMSE/CRLB (n: matched pairs behind it)
 on emitters of over 1,000 photons that are isolated (no other emitter within 1 um, counting those
 centred just outside the frame) and whose PSF lies in the frame (3 sigma from its edges).
-frames/s: wall time of the localization call including conversion to a
-Localizations table, after an untimed warm-up on the same frames (numba JIT, torch first calls,
-compilation, and the one-time set-up of each batch shape, the short last batch's too).
+frames/s: wall time of the localization call including conversion to a Localizations table, after
+an untimed warm-up on the same frames (numba JIT, torch first calls, compilation, and the one-time
+set-up of each batch shape, the short last batch's too).
 """
 
 from __future__ import annotations
@@ -378,20 +378,8 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = [
-        "method",
-        "set",
-        "JI",
-        "RMSE [nm]",
-        "E",
-        "recall",
-        "precision",
-        "bias x/y [nm]",
-        "RMSE/CRLB (n)",
-        "calib.",
-        "grid max/min",
-        "frames/s",
-    ]
+    head = "method|set|JI|RMSE [nm]|E|recall|precision|bias x/y [nm]|RMSE/CRLB (n)|calib.|grid max/min"
+    head = head.split("|") + ["frames/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, nd=1):

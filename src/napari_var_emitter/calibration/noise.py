@@ -83,11 +83,9 @@ def _sigma2(q: dict, rounding: float) -> float:
 
 
 def _fit(st: dict, fixed: dict, prior: tuple[float, float], rounding: float) -> tuple[dict, dict]:
-    """Weighted least squares of ``_PARAMS`` less ``fixed``, with the read-noise prior (mean, sd).
-
-    Returns the values and their standard errors from the fit's covariance (scaled by the reduced
-    chi-square when above 1).
-    """
+    """Weighted least squares of ``_PARAMS`` less ``fixed``, with the read-noise prior (mean, sd): the
+    values and their standard errors from the fit's covariance (scaled by the reduced chi-square when
+    above 1)."""
     names = [p for p in _PARAMS if p not in fixed]
     level, v, k3 = st["L"], st["V"], st["K"]
     lbar, vbar, kbar = (np.average(a, weights=st["n"]) for a in (level, v, k3))
@@ -429,9 +427,8 @@ def calibrate(
     result = _derived(values, sums, qe, fit.background_adu)
     by_type = {}
     for name in ("emccd", "scmos"):
-        v, e, _ = _fit_camera(
-            st, fixed | {"k": SKEW_FACTOR[name]}, READ_NOISE_PRIOR[name], rounding, fit.highpass
-        )
+        given = fixed | {"k": SKEW_FACTOR[name]}
+        v, e, _ = _fit_camera(st, given, READ_NOISE_PRIOR[name], rounding, fit.highpass)
         by_type[name] = {"baseline": v["b"], "variance_slope": v["s"], "baseline_error": e.get("b", 0.0)}
     if variance_map is not None:
         prior = (0.0, 0.0)  # the dark frames' variance, not a typical value
@@ -446,11 +443,9 @@ def calibrate(
         result["read_noise_adu"] = math.sqrt(max(float(variance_map.mean()) - 1.0 / 12.0, 0.0))
         uncertainty["read_noise_adu"] = math.nan
     elif "rn" in held and "rn" not in fixed:
-        why = (
-            "dense frames show only its sum with the offset"
-            if fit.highpass
-            else "too narrow a range of levels"
-        )
+        why = "too narrow a range of levels"
+        if fit.highpass:
+            why = "dense frames show only its sum with the offset"
         notes.append(
             f"the read noise is not measurable from these frames ({why}): a typical "
             f"{camera_type} value, {prior[0]:g} +- {prior[1]:g} photoelectrons, is assumed, its spread "
