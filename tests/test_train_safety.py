@@ -215,17 +215,12 @@ def test_a_resumed_run_draws_new_batches(tmp_path, monkeypatch):
 
 
 def test_a_later_stage_may_add_conv_blocks_which_training_opens(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = iter_train(_cfg(tmp_path / "a"))
-    for _ in first:
-        pass
-    start = tmp_path / "a" / "m.pt"
+    start, grown = tmp_path / "start.pt", tmp_path / "grown.pt"
+    list(iter_train(_cfg(tmp_path, out=str(start))))
     blocks = load_checkpoint(start).net.config.conv_blocks
-    grown_cfg = _cfg(tmp_path / "b", init_from=str(start), model={"conv_blocks": blocks + 1}, lr=1e-2)
-    for _ in iter_train(grown_cfg):
-        pass
-    net = load_checkpoint(tmp_path / "b" / "m.pt").net
+    more = {"conv_blocks": blocks + 1}
+    list(iter_train(_cfg(tmp_path, out=str(grown), init_from=str(start), model=more, lr=1e-2)))
+    net = load_checkpoint(grown).net
     assert net.config.conv_blocks == blocks + 1
     gates = net.conv_blocks[blocks].ada_lin[-1].bias[: 2 * net.config.conv_dim]
     assert gates.abs().max() > 0  # the added block's gates started at zero; training moved them

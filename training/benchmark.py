@@ -378,8 +378,8 @@ def run_one(method: str, bench: BenchSet, args) -> dict | str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "method|set|JI|RMSE [nm]|E|recall|precision|bias x/y [nm]|RMSE/CRLB (n)|calib.|grid max/min"
-    head = head.split("|") + ["frames/s"]
+    head = ["method", "set", "JI", "RMSE [nm]", "E", "recall", "precision", "bias x/y [nm]"]
+    head += ["RMSE/CRLB (n)", "calib.", "grid max/min", "frames/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, nd=1):
