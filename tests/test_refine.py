@@ -7,10 +7,13 @@ from napari_var_emitter.camera import Camera
 from napari_var_emitter.localize.classical import gaussian_model
 from napari_var_emitter.localize.refine import (
     CONFIRM_FLOOR,
+    CONFIRM_Z,
+    CONFIRM_Z_TWO_FRAMES,
     LOBE_RADII,
     LOBE_RATIO,
     SHARE_ALONE,
     confirmed,
+    pending,
     refine,
     side_lobes,
 )
@@ -123,6 +126,22 @@ def test_the_fit_confirms_a_dim_spot_but_not_noise_or_a_neighbours_tail():
     # above the threshold the network decides alone; below the floor nothing is kept
     assert confirmed(np.full(4, 0.6), fit, threshold=0.5).all()
     assert not confirmed(np.full(4, CONFIRM_FLOOR / 2), fit, threshold=0.5).any()
+
+
+def test_pending_are_the_candidates_a_second_frame_could_confirm():
+    z = [3.0, 5.0, 3.0, 3.0, 3.0, 3.0, 2.5]  # photons / their bound
+    fit = {
+        "fitted": np.array([True, True, True, False, True, True, True]),
+        "photons": 50.0 * np.array(z),
+        "photons_sd": np.full(7, 50.0),
+        "crowding": np.array([0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1]),
+    }
+    probability = np.array([0.3, 0.3, 0.3, 0.3, 0.9, CONFIRM_FLOOR / 2, 0.3])
+    # between the two bounds | confirmed alone | crowded | not fitted | sure | not a candidate | weak
+    expected = [True, False, False, False, False, False, False]
+    assert pending(probability, fit, threshold=0.5).tolist() == expected
+    assert CONFIRM_Z_TWO_FRAMES < 3.0 < CONFIRM_Z and 2.5 < CONFIRM_Z_TWO_FRAMES
+    assert not (pending(probability, fit, 0.5) & confirmed(probability, fit, 0.5)).any()
 
 
 def test_side_lobes_are_faint_detections_a_ring_away_from_a_bright_one():

@@ -74,7 +74,8 @@ class PredictOptions:
     confirm: bool = _option(
         True,
         "also keep candidates below the threshold (down to probability 0.1) that the fit confirms: a spot "
-        "of at least 4 times its photons' Cramer-Rao bound, mostly its own light",
+        "of at least 4 times its photons' Cramer-Rao bound, mostly its own light; with pooling (movies), "
+        "2.8 times where the same spot is found in the frame before or after",
     )
     pool: bool | None = _option(
         None,

@@ -39,7 +39,7 @@ from .detect import detections, in_untiled_order, tile_detections
 from .neighbours import dedupe
 from .options import PredictOptions
 from .pooling import TemporalPooler, pooling_on
-from .refine import CONFIRM_FLOOR, confirmed, side_lobes
+from .refine import CONFIRM_FLOOR, confirmed, pending, side_lobes
 from .refine import refine as refine_fit
 from .tiling import TilePlan, cut, plan_tiles, stitch
 
@@ -80,13 +80,15 @@ class PredictionResult:
 @dataclass
 class ChunkResult:
     """What one chunk of frames [start, stop) gives: its rows (frames of the whole stack), each row's
-    fit uncertainty (pixels, NaN where not fitted: what pooling weighs) and its probability maps."""
+    fit uncertainty (pixels, NaN where not fitted: what pooling weighs), its probability maps, and
+    for runs that pool, which rows only an adjacent frame can confirm (:func:`.refine.pending`)."""
 
     start: int
     stop: int
     locs: Localizations
     position_sd: np.ndarray
     maps: dict[int, np.ndarray] = field(default_factory=dict)  # level -> (stop - start, h, w)
+    pending: np.ndarray | None = None
 
 
 @dataclass
@@ -252,7 +254,8 @@ def localize_chunk(run: RunPlan, frames, t0: int, t1: int) -> ChunkResult:
     det, maps = detect(run, x)
     det = refine(run, det, photons[t0 - lo : t1 - lo])
     locs, position_sd = to_table(run, det, t0)
-    return ChunkResult(t0, t1, locs, position_sd, maps)
+    pending_rows = det["pending"].cpu().numpy() if "pending" in det else None
+    return ChunkResult(t0, t1, locs, position_sd, maps, pending_rows)
 
 
 def read_window(run: RunPlan, frames, t0: int, t1: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,7 +319,9 @@ def refine(run: RunPlan, det: dict[str, torch.Tensor], photons: torch.Tensor) ->
     """With ``refine``: every detection fitted by Poisson maximum likelihood on ``photons`` (the
     chunk's own frames), with its neighbours' light in the model (:mod:`.refine`); with ``confirm``,
     candidates below the threshold are kept where the fit confirms them and unsure detections that
-    are a brighter neighbour's side lobe are dropped, else only the threshold decides."""
+    are a brighter neighbour's side lobe are dropped, else only the threshold decides. Runs that pool
+    also keep the candidates only an adjacent frame can confirm, marked ``pending`` (the pooling
+    decides)."""
     if not run.options.refine:
         return det
     fit = refine_fit(
@@ -335,6 +340,9 @@ def refine(run: RunPlan, det: dict[str, torch.Tensor], photons: torch.Tensor) ->
     det["bkgstd"] = fit["background"].clamp_min(0.0).sqrt()
     if run.options.confirm:
         keep = confirmed(det["probability"], fit, run.threshold)
+        if run.pool:
+            det["pending"] = pending(det["probability"], fit, run.threshold)
+            keep |= det["pending"]
         keep &= ~side_lobes(det["frame"], det["x"], det["y"], det["photons"], run.psf_sigma_px)
         det = {k: v[keep] for k, v in det.items()}
     return det
@@ -393,7 +401,7 @@ def collect(
     for chunk in chunks:
         locs = chunk.locs
         if pooler is not None:
-            locs = pooler.feed(locs, chunk.position_sd, chunk.stop)
+            locs = pooler.feed(locs, chunk.position_sd, chunk.stop, chunk.pending)
         emit(locs)
         for m, data in chunk.maps.items():
             maps[m][chunk.start - start : chunk.stop - start] = data

@@ -9,10 +9,12 @@ emitter is the mutual nearest neighbour in the next frame, within ``POOL_PX`` an
 of the weighted mean, plus the part of the localization's uncertainty that does not average out
 (the network's share for neighbours' light, which persists from frame to frame).
 
-Every frame still has its own localizations (nothing is merged or removed); only positions and
-uncertainties change. For movies only: the 3-frame model's premise (``frame_window > 1``), which
-``autoselect`` picks for stacks whose emitters persist across frames. Measured on the validation
-seeds with the 3-frame model: mean efficiency 63.7 -> 67.1 (training/DESIGN-CHOICES.md).
+Every frame still has its own localizations (nothing is merged); only positions and uncertainties
+change, with one exception. A dim candidate that only a second frame can confirm (``refine.pending``:
+its fit between ``CONFIRM_Z / sqrt(2)`` and ``CONFIRM_Z`` times its photons' bound) is kept only
+where it has a partner in frame t - 1 or t + 1: noise does not repeat at one spot, an emitter that
+stays on does. Measured on the validation seeds with the 3-frame model: efficiency the same or
+higher on every set (training/DESIGN-CHOICES.md).
 
 :class:`TemporalPooler` does this on a stream of frame chunks in order, holding back the last
 frame of each chunk until the next arrives, so the result does not depend on the chunking.
@@ -40,12 +42,11 @@ def _mutual_nearest(i: torch.Tensor, j: torch.Tensor, d: torch.Tensor, n: int) -
     return (d == best_i[i]) & (d == best_j[j])
 
 
-def pool_positions(frame, x, y, uncertainty, position_sd):
-    """Pooled (x, y, uncertainty) of a table (numpy arrays, pixels). ``position_sd`` NaN: the row
-    was not fitted and is left as it is."""
+def partners(frame, x, y, uncertainty, position_sd) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (i, j) that are one emitter in frames t and t + 1 (tensors of row indices): both fitted
+    (``position_sd`` finite), within ``POOL_PX`` and ``POOL_SIGMAS`` combined uncertainties, and
+    each the other's nearest."""
     n = len(x)
-    if n == 0:
-        return np.asarray(x, float), np.asarray(y, float), np.asarray(uncertainty, float)
     f = torch.as_tensor(np.asarray(frame, dtype=np.int64))
     xs, ys = torch.as_tensor(np.asarray(x, float)), torch.as_tensor(np.asarray(y, float))
     u, sd = torch.as_tensor(np.asarray(uncertainty, float)), torch.as_tensor(np.asarray(position_sd, float))
@@ -62,7 +63,19 @@ def pool_positions(frame, x, y, uncertainty, position_sd):
     ok = d <= POOL_SIGMAS * torch.sqrt(u[i] ** 2 + u[j] ** 2)
     i, j, d = i[ok], j[ok], d[ok]
     keep = _mutual_nearest(i, j, d, n)
-    i, j = i[keep], j[keep]
+    return i[keep], j[keep]
+
+
+def pool_positions(frame, x, y, uncertainty, position_sd):
+    """Pooled (x, y, uncertainty) of a table (numpy arrays, pixels). ``position_sd`` NaN: the row
+    was not fitted and is left as it is."""
+    n = len(x)
+    if n == 0:
+        return np.asarray(x, float), np.asarray(y, float), np.asarray(uncertainty, float)
+    i, j = partners(frame, x, y, uncertainty, position_sd)
+    xs, ys = torch.as_tensor(np.asarray(x, float)), torch.as_tensor(np.asarray(y, float))
+    u, sd = torch.as_tensor(np.asarray(uncertainty, float)), torch.as_tensor(np.asarray(position_sd, float))
+    fitted = torch.isfinite(sd) & (sd > 0) & torch.isfinite(u)
     w = torch.where(fitted, 1.0 / sd.clamp_min(1e-12) ** 2, 0.0)
     wx, wy = w * xs, w * ys
     W, X, Y = w.clone(), wx.clone(), wy.clone()
@@ -77,46 +90,69 @@ def pool_positions(frame, x, y, uncertainty, position_sd):
     return px.numpy(), py.numpy(), pu.numpy()
 
 
+def confirmed_across_frames(frame, x, y, uncertainty, position_sd, pending) -> np.ndarray:
+    """Which rows to keep: every row that is not ``pending``, and the pending ones with a partner in
+    frame t - 1 or t + 1 (:func:`partners`)."""
+    keep = ~np.asarray(pending, bool)
+    if not keep.all():
+        i, j = (v.numpy() for v in partners(frame, x, y, uncertainty, position_sd))
+        keep[i] = True
+        keep[j] = True
+    return keep
+
+
 def pooling_on(frame_window: int, pool: bool | None, refine: bool) -> bool:
     """Whether a run pools: ``pool`` None means for models that see several frames (movies); it
     needs the fit (``refine``)."""
     return bool(refine) and (frame_window > 1 if pool is None else bool(pool))
 
 
-def pool(locs: Localizations, position_sd: np.ndarray) -> Localizations:
-    """``locs`` with pooled positions and uncertainties (all rows, any order)."""
-    x, y, u = pool_positions(locs.frame, locs.x, locs.y, locs.uncertainty, position_sd)
-    return dataclasses.replace(locs, x=x, y=y, uncertainty=u)
+def pool(locs: Localizations, position_sd: np.ndarray, pending=None) -> Localizations:
+    """``locs`` with pooled positions and uncertainties (all rows, any order), less the ``pending``
+    rows without a partner in an adjacent frame (:func:`confirmed_across_frames`)."""
+    pooled, keep = _pool_and_confirm(locs, position_sd, pending)
+    return pooled.subset(keep)
+
+
+def _pool_and_confirm(locs: Localizations, position_sd, pending) -> tuple[Localizations, np.ndarray]:
+    columns = (locs.frame, locs.x, locs.y, locs.uncertainty, position_sd)
+    x, y, u = pool_positions(*columns)
+    keep = np.ones(len(locs), bool) if pending is None else confirmed_across_frames(*columns, pending)
+    return dataclasses.replace(locs, x=x, y=y, uncertainty=u), keep
 
 
 class TemporalPooler:
     """Pools a stream of chunks of consecutive frames, given in order.
 
-    ``feed(locs, position_sd, stop)``: the chunk's rows and the end (exclusive) of the frames it
-    covers; returns the rows whose partners are all known (every frame but the chunk's last).
+    ``feed(locs, position_sd, stop, pending)``: the chunk's rows, their fits' position bounds, the end
+    (exclusive) of the frames it covers and which rows only an adjacent frame can confirm (None:
+    none); returns the rows whose partners are all known (every frame but the chunk's last).
     ``flush()`` returns the rest. Rows come out in the order they went in.
     """
 
     def __init__(self) -> None:
         self._rows = Localizations()
         self._sd = np.zeros(0)
+        self._pending = np.zeros(0, bool)
         self._held_from = None  # first frame not yet returned
 
-    def feed(self, locs: Localizations, position_sd: np.ndarray, stop: int) -> Localizations:
+    def feed(self, locs: Localizations, position_sd, stop: int, pending=None) -> Localizations:
         rows = Localizations.concatenate([self._rows, locs])
         sd = np.concatenate([self._sd, np.asarray(position_sd, float)])
-        pooled = pool(rows, sd)
+        new_pending = np.zeros(len(locs), bool) if pending is None else np.asarray(pending, bool)
+        pending = np.concatenate([self._pending, new_pending])
+        pooled, keep = _pool_and_confirm(rows, sd, pending)
         first = self._held_from if self._held_from is not None else -np.inf
         ready = (rows.frame >= first) & (rows.frame < stop - 1)
-        keep = rows.frame >= stop - 2  # frame stop-2: the held frame's backward partners
-        self._rows, self._sd = rows.subset(keep), sd[keep]
+        held = rows.frame >= stop - 2  # frame stop-2: the held frame's backward partners
+        self._rows, self._sd, self._pending = rows.subset(held), sd[held], pending[held]
         self._held_from = stop - 1
-        return pooled.subset(ready)
+        return pooled.subset(ready & keep)
 
     def flush(self) -> Localizations:
         if self._held_from is None or len(self._rows) == 0:
             return Localizations()
-        pooled = pool(self._rows, self._sd)
-        out = pooled.subset(pooled.frame >= self._held_from)
-        self._rows, self._sd = Localizations(), np.zeros(0)
+        pooled, keep = _pool_and_confirm(self._rows, self._sd, self._pending)
+        out = pooled.subset((pooled.frame >= self._held_from) & keep)
+        self._rows, self._sd, self._pending = Localizations(), np.zeros(0), np.zeros(0, bool)
         return out

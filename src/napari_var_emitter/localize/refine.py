@@ -60,6 +60,9 @@ MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0:
 CONFIRM_FLOOR = 0.1
 CONFIRM_Z = 4.0
 CONFIRM_CROWDING = 0.7
+# In a movie, a candidate whose fit reaches CONFIRM_Z / sqrt(2) is kept when the same spot is found in
+# an adjacent frame (see ``pending``): two such fits of equal photons reach CONFIRM_Z together.
+CONFIRM_Z_TWO_FRAMES = CONFIRM_Z / math.sqrt(2)
 # Side lobes (see ``side_lobes``): a detection with under LOBE_RATIO of the photons of a detection
 # LOBE_RADII PSF widths away is that neighbour's ring or halo. Chosen on the validation seeds
 # (benchmark.py --validation, every synthetic set), for the bundled models: it gains on the pupil
@@ -324,6 +327,23 @@ def confirmed(probability, fit: dict, threshold: float):
     strong = fit["photons"] >= CONFIRM_Z * fit["photons_sd"]  # NaN (not fitted) compares False
     alone = fit["crowding"] < CONFIRM_CROWDING
     return (probability >= threshold) | ((probability >= CONFIRM_FLOOR) & fitted & strong & alone)
+
+
+def pending(probability, fit: dict, threshold: float):
+    """Candidates that only a second frame can confirm: below the threshold, fitted and mostly their
+    own light (as :func:`confirmed` asks), with photons from ``CONFIRM_Z_TWO_FRAMES`` up to
+    ``CONFIRM_Z`` times their Cramer-Rao bound. In a movie they are kept where the same spot is
+    found in frame t - 1 or t + 1 (:mod:`.pooling`).
+
+    Why: an emitter stays on for a few frames, noise does not repeat at one spot; two frames' fits
+    of a spot at this strength are as strong as one at ``CONFIRM_Z``. Weaker partners could not
+    confirm a spot themselves: a faint ghost beside the 3-frame model's view of an emitter that
+    has just switched off is not confirmed by that bright emitter in the adjacent frame.
+    """
+    candidate = (probability >= CONFIRM_FLOOR) & (probability < threshold) & fit["fitted"]
+    z = fit["photons"] / fit["photons_sd"]
+    two_frames = (z >= CONFIRM_Z_TWO_FRAMES) & (z < CONFIRM_Z)
+    return candidate & two_frames & (fit["crowding"] < CONFIRM_CROWDING)
 
 
 def side_lobes(frame, x, y, photons, psf_sigma_px: float):
