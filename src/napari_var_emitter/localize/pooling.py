@@ -66,13 +66,13 @@ def partners(frame, x, y, uncertainty, position_sd) -> tuple[torch.Tensor, torch
     return i[keep], j[keep]
 
 
-def pool_positions(frame, x, y, uncertainty, position_sd):
+def pool_positions(frame, x, y, uncertainty, position_sd, pairs=None):
     """Pooled (x, y, uncertainty) of a table (numpy arrays, pixels). ``position_sd`` NaN: the row
-    was not fitted and is left as it is."""
+    was not fitted and is left as it is. ``pairs``: :func:`partners` of the table, if known."""
     n = len(x)
     if n == 0:
         return np.asarray(x, float), np.asarray(y, float), np.asarray(uncertainty, float)
-    i, j = partners(frame, x, y, uncertainty, position_sd)
+    i, j = partners(frame, x, y, uncertainty, position_sd) if pairs is None else pairs
     xs, ys = torch.as_tensor(np.asarray(x, float)), torch.as_tensor(np.asarray(y, float))
     u, sd = torch.as_tensor(np.asarray(uncertainty, float)), torch.as_tensor(np.asarray(position_sd, float))
     fitted = torch.isfinite(sd) & (sd > 0) & torch.isfinite(u)
@@ -90,14 +90,12 @@ def pool_positions(frame, x, y, uncertainty, position_sd):
     return px.numpy(), py.numpy(), pu.numpy()
 
 
-def confirmed_across_frames(frame, x, y, uncertainty, position_sd, pending) -> np.ndarray:
+def confirmed_across_frames(pending, pairs) -> np.ndarray:
     """Which rows to keep: every row that is not ``pending``, and the pending ones with a partner in
-    frame t - 1 or t + 1 (:func:`partners`)."""
+    frame t - 1 or t + 1 (``pairs``: :func:`partners`)."""
     keep = ~np.asarray(pending, bool)
-    if not keep.all():
-        i, j = (v.numpy() for v in partners(frame, x, y, uncertainty, position_sd))
-        keep[i] = True
-        keep[j] = True
+    for rows in pairs:
+        keep[rows.numpy()] = True
     return keep
 
 
@@ -116,8 +114,9 @@ def pool(locs: Localizations, position_sd: np.ndarray, pending=None) -> Localiza
 
 def _pool_and_confirm(locs: Localizations, position_sd, pending) -> tuple[Localizations, np.ndarray]:
     columns = (locs.frame, locs.x, locs.y, locs.uncertainty, position_sd)
-    x, y, u = pool_positions(*columns)
-    keep = np.ones(len(locs), bool) if pending is None else confirmed_across_frames(*columns, pending)
+    pairs = partners(*columns)
+    x, y, u = pool_positions(*columns, pairs=pairs)
+    keep = np.ones(len(locs), bool) if pending is None else confirmed_across_frames(pending, pairs)
     return dataclasses.replace(locs, x=x, y=y, uncertainty=u), keep
 
 
