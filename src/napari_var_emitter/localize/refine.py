@@ -336,9 +336,9 @@ def pending(probability, fit: dict, threshold: float):
     found in frame t - 1 or t + 1 (:mod:`.pooling`).
 
     Why: an emitter stays on for a few frames, noise does not repeat at one spot; two frames' fits
-    of a spot at this strength are as strong as one at ``CONFIRM_Z``. Weaker partners could not
-    confirm a spot themselves: a faint ghost beside the 3-frame model's view of an emitter that
-    has just switched off is not confirmed by that bright emitter in the adjacent frame.
+    of a spot at this strength are as strong as one at ``CONFIRM_Z``. Each frame must show the spot
+    itself: where the 3-frame model echoes an emitter that was on only in the adjacent frame, the
+    echo's own fit is faint, and that emitter's photons do not confirm it.
     """
     candidate = (probability >= CONFIRM_FLOOR) & (probability < threshold) & fit["fitted"]
     z = fit["photons"] / fit["photons_sd"]
