@@ -49,6 +49,7 @@ def test_default_config_is_the_default_preset():
                 "config_window3_lean_stage2.json",
                 "config_window3_lean_stage3.json",
                 "config_window3_lean_stage4.json",
+                "config_window3_lean_stage5.json",
             ],
         ),
     ],

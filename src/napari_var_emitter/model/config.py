@@ -164,7 +164,7 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # Small, fast, accurate: chosen by measurement on a 2-core CPU (see training/README.md).
     "default": ModelConfig(),
-    # Half the full-resolution width and ReLU: for CPUs (tried: training/DESIGN-CHOICES.md).
+    # Half the full-resolution width and ReLU: for CPUs (tried: training/NOT-ADOPTED.md).
     "fast": ModelConfig(encoder_channels=16, conv_dim=24, token_dim=8, activation="relu"),
     # The seed's sizes: 10/20/40/80 for a 160 px input, width 768, 12 heads, 24 layers, 8192 codes.
     "seed": ModelConfig(
