@@ -42,15 +42,19 @@ def _mutual_nearest(i: torch.Tensor, j: torch.Tensor, d: torch.Tensor, n: int) -
     return (d == best_i[i]) & (d == best_j[j])
 
 
+def _tensors(x, y, uncertainty, position_sd):
+    """The columns pooling uses, as float64 tensors, and which rows were fitted."""
+    xs, ys, u, sd = (torch.as_tensor(np.asarray(a, float)) for a in (x, y, uncertainty, position_sd))
+    return xs, ys, u, sd, torch.isfinite(sd) & (sd > 0) & torch.isfinite(u)
+
+
 def partners(frame, x, y, uncertainty, position_sd) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows (i, j) that are one emitter in frames t and t + 1 (tensors of row indices): both fitted
     (``position_sd`` finite), within ``POOL_PX`` and ``POOL_SIGMAS`` combined uncertainties, and
     each the other's nearest."""
     n = len(x)
     f = torch.as_tensor(np.asarray(frame, dtype=np.int64))
-    xs, ys = torch.as_tensor(np.asarray(x, float)), torch.as_tensor(np.asarray(y, float))
-    u, sd = torch.as_tensor(np.asarray(uncertainty, float)), torch.as_tensor(np.asarray(position_sd, float))
-    fitted = torch.isfinite(sd) & (sd > 0) & torch.isfinite(u)
+    xs, ys, u, _, fitted = _tensors(x, y, uncertainty, position_sd)
     # each row twice: as itself (key t) and as a partner of frame t-1 (key t-1); pairs across copies
     keys = torch.cat([f, f - 1])
     pairs = neighbour_pairs(keys, torch.cat([xs, xs]), torch.cat([ys, ys]), POOL_PX)
@@ -69,13 +73,10 @@ def partners(frame, x, y, uncertainty, position_sd) -> tuple[torch.Tensor, torch
 def pool_positions(frame, x, y, uncertainty, position_sd, pairs=None):
     """Pooled (x, y, uncertainty) of a table (numpy arrays, pixels). ``position_sd`` NaN: the row
     was not fitted and is left as it is. ``pairs``: :func:`partners` of the table, if known."""
-    n = len(x)
-    if n == 0:
+    if len(x) == 0:
         return np.asarray(x, float), np.asarray(y, float), np.asarray(uncertainty, float)
     i, j = partners(frame, x, y, uncertainty, position_sd) if pairs is None else pairs
-    xs, ys = torch.as_tensor(np.asarray(x, float)), torch.as_tensor(np.asarray(y, float))
-    u, sd = torch.as_tensor(np.asarray(uncertainty, float)), torch.as_tensor(np.asarray(position_sd, float))
-    fitted = torch.isfinite(sd) & (sd > 0) & torch.isfinite(u)
+    xs, ys, u, sd, fitted = _tensors(x, y, uncertainty, position_sd)
     w = torch.where(fitted, 1.0 / sd.clamp_min(1e-12) ** 2, 0.0)
     wx, wy = w * xs, w * ys
     W, X, Y = w.clone(), wx.clone(), wy.clone()
