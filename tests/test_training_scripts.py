@@ -50,6 +50,7 @@ def test_default_config_is_the_default_preset():
                 "config_window3_lean_stage3.json",
                 "config_window3_lean_stage4.json",
                 "config_window3_lean_stage5.json",
+                "config_window3_lean_stage6.json",
             ],
         ),
     ],
@@ -69,6 +70,8 @@ def test_bundled_weights_are_their_documented_recipe(weights, recipe):
         last.lr,
     )
     assert recorded.get("wide_fraction", 0.0) == last.wide_fraction  # older records: none
+    recorded_laws = [tuple(law) for law in recorded.get("photon_distributions", ())]
+    assert recorded_laws == [tuple(law) for law in last.photon_distributions]
     assert recorded["init_from"] is not None  # a later stage starts from the one before
 
 
