@@ -37,17 +37,19 @@ def test_benchmark_table_with_the_automatic_model_choice(capsys):
 def test_sets_of_other_families_build_on_their_own_seeds_and_run(capsys, tmp_path):
     from napari_var_emitter.simulation import gaussian_equivalent_sigma_nm
 
-    names = ("pupil-LD", "pupil-HD", "scmos")
+    names = ("pupil-LD", "pupil-HD", "scmos", "blobs")
     seeds = {benchmark.synthetic_config(n)[1] for n in (*benchmark.SYNTHETIC_SETS, *names)}
-    assert len(seeds) == 7 and min(seeds) >= benchmark.BENCHMARK_SEED_BASE
+    assert len(seeds) == 8 and min(seeds) >= benchmark.BENCHMARK_SEED_BASE
     test_sets = [benchmark.make_set(n, 3, tmp_path) for n in names]
     validation_sets = [benchmark.make_set(n, 3, tmp_path, validation=True) for n in names]
-    pupil, dense, scmos = test_sets
+    pupil, dense, scmos, blobs = test_sets
     assert pupil.psf_sigma_nm == pytest.approx(gaussian_equivalent_sigma_nm(1.4, 680.0)) == dense.psf_sigma_nm
     assert pupil.psf_sigma_nm == pytest.approx(0.21 * 680.0 / 1.4, rel=0.04)
     assert pupil.camera.em_gain == 100.0 and pupil.camera.em_gain / pupil.camera.e_per_adu == 300.0 / 45.0
     assert (scmos.camera.em_gain, scmos.camera.e_per_adu, scmos.camera.read_noise_e) == (1.0, 0.5, 1.5)
     assert scmos.psf_sigma_nm == 120.0 and len(dense.truth) > 4 * len(pupil.truth)
+    assert blobs.camera == benchmark.Camera() and blobs.psf_sigma_nm == 120.0
+    assert _background_structure(blobs.frames) > 3 * _background_structure(scmos.frames)  # same density
     for a, b in zip(test_sets, validation_sets, strict=True):
         assert a.frames.shape == b.frames.shape == (3, 64, 64) and not np.array_equal(a.frames, b.frames)
     for validation in ([], ["--validation"]):
@@ -60,6 +62,15 @@ def test_sets_of_other_families_build_on_their_own_seeds_and_run(capsys, tmp_pat
         rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| classical")]
         assert [r.split("|")[2].strip() for r in rows] == list(names)
         assert all(float(r.split("|")[3]) > 30.0 for r in rows)  # JI: the classical fit finds them
+
+
+def _background_structure(frames_TYX) -> float:
+    """Spatial spread of the frames' mean smoothed over 5 px (emitters average out, blobs do not),
+    relative to its mean level."""
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(frames_TYX.mean(axis=0), 5.0)
+    return float(smooth.std() / smooth.mean())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def test_default_config_is_the_default_preset():
                 "config_window3_lean_stage4.json",
                 "config_window3_lean_stage5.json",
                 "config_window3_lean_stage6.json",
+                "config_window3_lean_stage7.json",
             ],
         ),
     ],
@@ -72,6 +73,9 @@ def test_bundled_weights_are_their_documented_recipe(weights, recipe):
     assert recorded.get("wide_fraction", 0.0) == last.wide_fraction  # older records: none
     recorded_laws = [tuple(law) for law in recorded.get("photon_distributions", ())]
     assert recorded_laws == [tuple(law) for law in last.photon_distributions]
+    for key in ("pupil_fraction", "background_blobs", "background_blob_amplitude"):  # older records: none
+        assert recorded.get(key, getattr(last, key)) == getattr(last, key)
+    assert tuple(recorded.get("camera_types", ())) == last.camera_types
     assert recorded["init_from"] is not None  # a later stage starts from the one before
 
 

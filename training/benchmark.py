@@ -15,24 +15,27 @@ Gaussian PSF of sigma 120 nm (FWHM 283 nm), photons uniform over their range:
 | HD-high | 2.0             | 1000-8000 | 10_003 |
 | HD-low  | 2.0             | 300-1500  | 10_004 |
 
-Other families than the bundled models' training (config_*_lean*.json); the wider recipes
-(config_*_wide*.json) draw from ranges that hold these settings, on seeds below 10_000, never these
-movies:
+Other families than the Gaussian one. Recipes with wider batches (``wide_fraction``: the
+config_*_wide*.json ones, and the 3-frame model's stages from the third on, training/README.md) draw
+from ranges that hold some of these settings, on seeds below 10_000, never these movies:
 
 | set      | density [/um^2] | photons               | PSF                          | camera      | seed   |
 | pupil-LD | 0.3             | 100 + Exp, mean 3000  | pupil, NA 1.4, 680 nm, focus | EMCCD x 100 | 10_005 |
 | pupil-HD | 2.0             | 100 + Exp, mean 3000  | pupil, NA 1.4, 680 nm, focus | EMCCD x 100 | 10_006 |
 | scmos    | 1.0             | 300-3000              | Gaussian, sigma 120 nm       | sCMOS       | 10_007 |
+| blobs    | 1.0             | 300-3000              | Gaussian, sigma 120 nm       | EMCCD x 300 | 10_008 |
 
 The pupil PSF is simulation/psf.py's (pixel-integrated); the methods that take a PSF width
 (``classical``) are told its Gaussian-equivalent sigma (100 nm); the VAR model's refinement uses
 the model's own width, as on every set. The EMCCD at gain 100 keeps the default camera's ADU per
 electron (15 e-/ADU, QE 0.9, read noise 74.4 e-). The sCMOS: em_gain 1, 0.5 e-/ADU, QE 0.9,
 baseline 100, read noise 1.5 e- with a per-pixel log-normal spread of 0.3 (docs/CONVENTIONS.md,
-section 2: the methods are given 1.5 e-).
+section 2: the methods are given 1.5 e-). ``blobs`` adds static out-of-focus light to the default
+camera's frames: Gaussian blobs of sigma 300-1,000 nm, 0.3 per um^2, each of peak uniform up to 2 x
+the background (simulation/scene.py).
 
 Seeds from 10_000 up are reserved for benchmarks: training and tuning must use seeds below 10_000;
-``--validation`` runs the same synthetic sets on seeds 5_011-5_017 for choosing between models.
+``--validation`` runs the same synthetic sets on seeds 5_011-5_018 for choosing between models.
 ``deepstorm_demo1`` is external validation data (ThunderSTORM simulator, 20 frames, ~6 emitters/um^2;
 its camera is not published: we read it as 1 ADU per photon, baseline 100, no EM gain). It is never
 used to tune anything.
@@ -93,6 +96,9 @@ SYNTHETIC_SETS = {
 PUPIL = dict(psf_model="pupil", na=(1.4, 1.4), wavelength_nm=(680.0, 680.0))
 EXPONENTIAL = dict(photons=(100.0, 3000.0), photon_distribution="exponential")  # floor 100, mean 3000
 PUPIL_CAMERA = Camera(em_gain=100.0, e_per_adu=15.0)  # the default camera's ADU per electron at gain 100
+# out-of-focus light: about 12 static blobs per 64 x 64 frame, each up to twice the background
+# (the widest recipes draw at most 0.1 per um^2 of peak at most 1 x the background)
+BLOBS_PER_UM2, BLOB_AMPLITUDE = 0.3, 2.0
 SCMOS_CAMERA = Camera(baseline=100.0, e_per_adu=0.5, em_gain=1.0, qe=0.9, read_noise_e=1.5)
 OTHER_SETS = {
     # name: (SimulationConfig settings, seed)
@@ -108,11 +114,21 @@ OTHER_SETS = {
         ),
         10_007,
     ),
+    "blobs": (
+        dict(
+            density_per_um2=1.0,
+            photons=(300.0, 3000.0),
+            psf_sigma_nm=(PSF_SIGMA_NM, PSF_SIGMA_NM),
+            background_blobs=BLOBS_PER_UM2,
+            background_blob_amplitude=BLOB_AMPLITUDE,
+        ),
+        10_008,
+    ),
 }
 EXTERNAL_SETS = ("deepstorm_demo1",)
 ALL_SETS = tuple(SYNTHETIC_SETS) + tuple(OTHER_SETS) + EXTERNAL_SETS
 ALL_METHODS = ("classical", "picasso", "var", "var-sr", "var-noref", "var-noconfirm", "var-auto", "var-beads")
-# --validation: the same synthetic sets on seeds 5_011..5_017, for choosing between models without
+# --validation: the same synthetic sets on seeds 5_011..5_018, for choosing between models without
 # touching the benchmark's seeds (train.validate uses 5_000 and 5_001).
 VALIDATION_SEED_OFFSET = 5_011 - 10_001
 
@@ -433,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--validation",
         action="store_true",
-        help="the synthetic sets on validation seeds (5011-5017), for model selection; no external set",
+        help="the synthetic sets on validation seeds (5011-5018), for model selection; no external set",
     )
     parser.add_argument("--csv", type=Path, default=None, help="also save the rows as CSV")
     parser.add_argument(
