@@ -96,34 +96,16 @@ SYNTHETIC_SETS = {
 PUPIL = dict(psf_model="pupil", na=(1.4, 1.4), wavelength_nm=(680.0, 680.0))
 EXPONENTIAL = dict(photons=(100.0, 3000.0), photon_distribution="exponential")  # floor 100, mean 3000
 PUPIL_CAMERA = Camera(em_gain=100.0, e_per_adu=15.0)  # the default camera's ADU per electron at gain 100
-# out-of-focus light: about 12 static blobs per 64 x 64 frame, each up to twice the background
-# (the widest recipes draw at most 0.1 per um^2 of peak at most 1 x the background)
-BLOBS_PER_UM2, BLOB_AMPLITUDE = 0.3, 2.0
+# scmos and blobs: 1 emitter per um^2, 300-3,000 photons, the Gaussian PSF; each changes one thing
+MEDIUM = dict(density_per_um2=1.0, photons=(300.0, 3000.0), psf_sigma_nm=(PSF_SIGMA_NM, PSF_SIGMA_NM))
 SCMOS_CAMERA = Camera(baseline=100.0, e_per_adu=0.5, em_gain=1.0, qe=0.9, read_noise_e=1.5)
 OTHER_SETS = {
     # name: (SimulationConfig settings, seed)
     "pupil-LD": (dict(density_per_um2=0.3, **EXPONENTIAL, **PUPIL, camera=PUPIL_CAMERA), 10_005),
     "pupil-HD": (dict(density_per_um2=2.0, **EXPONENTIAL, **PUPIL, camera=PUPIL_CAMERA), 10_006),
-    "scmos": (
-        dict(
-            density_per_um2=1.0,
-            photons=(300.0, 3000.0),
-            psf_sigma_nm=(PSF_SIGMA_NM, PSF_SIGMA_NM),
-            camera=SCMOS_CAMERA,
-            pixel_read_noise_spread=0.3,
-        ),
-        10_007,
-    ),
-    "blobs": (
-        dict(
-            density_per_um2=1.0,
-            photons=(300.0, 3000.0),
-            psf_sigma_nm=(PSF_SIGMA_NM, PSF_SIGMA_NM),
-            background_blobs=BLOBS_PER_UM2,
-            background_blob_amplitude=BLOB_AMPLITUDE,
-        ),
-        10_008,
-    ),
+    "scmos": (dict(**MEDIUM, camera=SCMOS_CAMERA, pixel_read_noise_spread=0.3), 10_007),
+    # out-of-focus light: about 12 static blobs per 64 x 64 frame, each up to twice the background
+    "blobs": (dict(**MEDIUM, background_blobs=0.3, background_blob_amplitude=2.0), 10_008),
 }
 EXTERNAL_SETS = ("deepstorm_demo1",)
 ALL_SETS = tuple(SYNTHETIC_SETS) + tuple(OTHER_SETS) + EXTERNAL_SETS
