@@ -5,7 +5,11 @@ then fits every emitter to the pixels around it by Poisson maximum likelihood (t
 integrated-Gaussian model, EMCCD correction and Levenberg-Marquardt as ``classical.fit_spots``,
 or a PSF measured from beads: :mod:`.psf_models`),
 with the light of its detected neighbours in the model as a fixed term. Two rounds (a block
-Jacobi iteration of the joint fit of all emitters) let neighbours settle together. Fits that fail,
+Jacobi iteration of the joint fit of all emitters) let neighbours settle together. The background
+is a level fitted per box times a shape measured from the frame: the frame less every detection's
+light, smoothed over a few pixels, measured again from the first round's fits for the second. Out-
+of-focus light or uneven illumination that slopes across a box then no longer pulls the emitter
+uphill. Fits that fail,
 move more than ``max_shift`` from the network's position or end with no photons keep the network's
 values; so do emitters with a neighbour closer than ``min_separation`` (0 by default: on the
 validation seeds, fitting every emitter with its neighbours in the model gave the best efficiency
@@ -28,6 +32,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..camera import Camera
 from ..measured_psf import MeasuredPsf
@@ -51,6 +56,13 @@ MAX_SHIFT = 0.5  # px
 # worst set, deviates more on average; (0.5, 4.0), best without pooling, gives the pooled 3-frame
 # model 1.25 on HD-low.
 SHARE_ALONE, SHARE_CROWDED = 0.4, 8.0
+# The background in a box is a level the fit finds times a shape measured from the frame: the frame
+# less every detection's light, blurred with a Gaussian of BACKGROUND_SMOOTH_PX pixels
+# (``_smooth_background``), measured at the network's values for the first round and at the first
+# round's fits for the second, which then fits every box (0: a flat background, the second round only
+# for boxes with neighbours). Chosen on the validation seeds (benchmark.py's eight synthetic sets, 200
+# frames, 1.0 / 1.5 / 2.0 px); see training/DESIGN-CHOICES.md, "The background's shape in the fit".
+BACKGROUND_SMOOTH_PX = 1.5
 MIN_SEPARATION = 0.0  # px: pairs closer than this keep the network's values (0: fit every emitter)
 # Fit confirmation (see ``confirmed``): candidates from CONFIRM_FLOOR up to the detection threshold
 # are kept when the fit finds their photons at CONFIRM_Z times their Cramer-Rao bound or more, with
@@ -103,7 +115,7 @@ def _fit(spots, others, theta, scale, offset, n_iter, model):
 
     def evaluate(th):
         mu, jac = model(th, B, with_jacobian=True)
-        mu_c = ((mu + others) * scale + offset).reshape(N, -1)
+        mu_c = ((mu + others).clamp_min(1e-6) * scale + offset).reshape(N, -1)
         ll = (counts * torch.log(mu_c) - mu_c).sum(dim=1)
         return mu_c, jac.reshape(N, 4, -1) * scale, ll
 
@@ -129,6 +141,29 @@ def _fit(spots, others, theta, scale, offset, n_iter, model):
     dev = 2 * torch.where(counts > 0, counts * torch.log(counts / mu_c), 0.0) - 2 * (counts - mu_c)
     reduced = dev.sum(dim=1) / (B * B - 4)
     return theta, fisher, torch.isfinite(ll), reduced
+
+
+def _smooth_background(frames, frame, x, y, n, sigma, box, model, smooth_px) -> torch.Tensor:
+    """(T, H, W), float32: the background with its structure on the scale of a few pixels, without
+    the emitters' peaks: the frames' photons less every detection's light (its PSF model on a box
+    around it, at the positions and photons given), blurred with a Gaussian of ``smooth_px``."""
+    T, H, W = frames.shape
+    r = box // 2
+    ox = (torch.round(x).long() - r).clamp(0, W - box)
+    oy = (torch.round(y).long() - r).clamp(0, H - box)
+    zeros = torch.zeros_like(x)
+    light, _ = model(torch.stack([x - ox, y - oy, n, zeros, zeros + sigma], dim=1), box, with_jacobian=False)
+    ar = torch.arange(box, device=x.device)
+    index = (frame[:, None, None] * H + oy[:, None, None] + ar[None, :, None]) * W + ox[:, None, None] + ar
+    rendered = torch.zeros(T * H * W, dtype=torch.float32, device=x.device)
+    rendered.index_add_(0, index.flatten(), light.flatten().float())
+    residual = (frames.float() - rendered.view(T, H, W))[:, None]
+    half = math.ceil(3 * smooth_px)
+    taps = torch.arange(-half, half + 1, dtype=torch.float32, device=x.device)
+    taps = torch.exp(-0.5 * (taps / smooth_px) ** 2)
+    taps = taps / taps.sum()
+    rows = F.conv2d(F.pad(residual, (half, half, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(rows, (0, 0, half, half), mode="replicate"), taps.view(1, 1, -1, 1))[:, 0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,8 +290,17 @@ def _refine(
     ox = (torch.round(x0[fit]).long() - r).clamp(0, W - box)
     oy = (torch.round(y0[fit]).long() - r).clamp(0, H - box)
     ar = torch.arange(box, device=x0.device)
-    spots = frames[frame[fit][:, None, None], oy[:, None, None] + ar[None, :, None], ox[:, None, None] + ar]
-    spots = spots.to(x0.dtype)
+    box_pixels = (frame[fit][:, None, None], oy[:, None, None] + ar[None, :, None], ox[:, None, None] + ar)
+    spots = frames[box_pixels].to(x0.dtype)
+
+    def background_shape(x, y, n):  # the background's shape in each box (zero mean)
+        if BACKGROUND_SMOOTH_PX <= 0:
+            return torch.zeros_like(spots)
+        shape = _smooth_background(frames, frame, x, y, n, sigma, box, model, BACKGROUND_SMOOTH_PX)
+        shape = shape[box_pixels].to(x0.dtype)
+        return shape - shape.mean(dim=(1, 2), keepdim=True)
+
+    tilt = background_shape(x0, y0, n0)
     scale = camera.qe / camera.excess_noise
     read_var = (camera.read_noise_e / (camera.em_gain * camera.qe)) ** 2
     offset = read_var * scale**2
@@ -271,27 +315,30 @@ def _refine(
     x, y, n = x0.clone(), y0.clone(), n0.clone()
     with_neighbours = torch.zeros(M, dtype=torch.bool, device=x0.device)
     with_neighbours[pairs_local[:, 0]] = True
-    active = torch.ones(M, dtype=torch.bool, device=x0.device)  # later rounds refit boxes with neighbours
+    active = torch.ones(M, dtype=torch.bool, device=x0.device)  # later rounds: boxes with neighbours
     ok = torch.zeros(M, dtype=torch.bool, device=x0.device)
-    for _ in range(rounds):
+    for round_ in range(rounds):
         a = torch.nonzero(active)[:, 0]
         if len(a) == 0:
             break
         others_all = _neighbour_light(pairs_local, M, x, y, n, ox, oy, sigma, box, model)
         theta[a], fisher[a], finite[a], reduced[a] = _fit(
-            spots[a], others_all[a], theta[a], scale, offset, n_iter, model
+            spots[a], others_all[a] + tilt[a], theta[a], scale, offset, n_iter, model
         )
         xf, yf = theta[:, 0] + ox, theta[:, 1] + oy
         good = finite & torch.isfinite(theta).all(dim=1) & (theta[:, 2] > 1.0)
         good &= ((xf - x0[fit]).abs() <= max_shift) & ((yf - y0[fit]).abs() <= max_shift)
         # only the boxes fitted in this round are judged again: a fit refused in an earlier round
-        # (its theta reset to the network's start) stays refused
+        # (its theta reset to the network's start) and not fitted in this one stays refused
         ok = torch.where(active, good, ok)
         x[fit] = torch.where(ok, xf, x0[fit])
         y[fit] = torch.where(ok, yf, y0[fit])
         n[fit] = torch.where(ok, theta[:, 2], n0[fit])
         theta = torch.where(ok[:, None], theta, start)
         active = with_neighbours
+        if round_ == 0 and BACKGROUND_SMOOTH_PX > 0:  # the shape again, from this round's fits
+            tilt = background_shape(x, y, n)
+            active = torch.ones_like(active)
 
     fisher = torch.where(torch.isfinite(fisher).all(dim=2).all(dim=1)[:, None, None], fisher, 0.0)
     cov = torch.linalg.pinv(fisher)
