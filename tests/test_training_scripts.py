@@ -40,6 +40,7 @@ def test_default_config_is_the_default_preset():
                 "config_default_lean_stage2.json",
                 "config_default_lean_stage3.json",
                 "config_default_lean_stage4.json",
+                "config_default_lean_stage5_blobs.json",
             ],
         ),
         (
