@@ -32,7 +32,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..camera import Camera
 from ..measured_psf import MeasuredPsf
@@ -157,13 +156,20 @@ def _smooth_background(frames, frame, x, y, n, sigma, box, model, smooth_px) -> 
     index = (frame[:, None, None] * H + oy[:, None, None] + ar[None, :, None]) * W + ox[:, None, None] + ar
     rendered = torch.zeros(T * H * W, dtype=torch.float32, device=x.device)
     rendered.index_add_(0, index.flatten(), light.flatten().float())
-    residual = (frames.float() - rendered.view(T, H, W))[:, None]
+    residual = frames.float() - rendered.view(T, H, W)
+    return _blur_matrix(H, smooth_px, x.device) @ residual @ _blur_matrix(W, smooth_px, x.device).T
+
+
+def _blur_matrix(n: int, smooth_px: float, device) -> torch.Tensor:
+    """(n, n): a Gaussian blur of ``smooth_px`` along an axis of n pixels, edges replicated, as a
+    matrix (one matrix product per axis: much faster on a CPU than a one-channel convolution)."""
     half = math.ceil(3 * smooth_px)
-    taps = torch.arange(-half, half + 1, dtype=torch.float32, device=x.device)
-    taps = torch.exp(-0.5 * (taps / smooth_px) ** 2)
-    taps = taps / taps.sum()
-    rows = F.conv2d(F.pad(residual, (half, half, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(rows, (0, 0, half, half), mode="replicate"), taps.view(1, 1, -1, 1))[:, 0]
+    offsets = torch.arange(-half, half + 1, device=device)
+    taps = torch.exp(-0.5 * (offsets / smooth_px) ** 2)
+    rows = torch.arange(n, device=device)[:, None].expand(n, len(offsets))
+    cols = (rows + offsets).clamp(0, n - 1)
+    matrix = torch.zeros((n, n), device=device)
+    return matrix.index_put_((rows, cols), (taps / taps.sum()).expand(n, -1), accumulate=True)
 
 
 # --------------------------------------------------------------------------------------------------
