@@ -157,19 +157,21 @@ def _smooth_background(frames, frame, x, y, n, sigma, box, model, smooth_px) -> 
     rendered = torch.zeros(T * H * W, dtype=torch.float32, device=x.device)
     rendered.index_add_(0, index.flatten(), light.flatten().float())
     residual = frames.float() - rendered.view(T, H, W)
-    return _blur_matrix(H, smooth_px, x.device) @ residual @ _blur_matrix(W, smooth_px, x.device).T
+    return _gaussian_blur(residual, smooth_px)
 
 
-def _blur_matrix(n: int, smooth_px: float, device) -> torch.Tensor:
-    """(n, n): a Gaussian blur of ``smooth_px`` along an axis of n pixels, edges replicated, as a
-    matrix (one matrix product per axis: much faster on a CPU than a one-channel convolution)."""
+def _gaussian_blur(images, smooth_px: float) -> torch.Tensor:
+    """(T, H, W) blurred along both axes with a Gaussian of ``smooth_px``, edges replicated: a sum
+    of shifted copies per axis, linear in the pixels (a one-channel convolution on one CPU thread is
+    several times slower; a blur matrix grows with the frame's side)."""
     half = math.ceil(3 * smooth_px)
-    offsets = torch.arange(-half, half + 1, device=device)
+    offsets = torch.arange(-half, half + 1, dtype=images.dtype, device=images.device)
     taps = torch.exp(-0.5 * (offsets / smooth_px) ** 2)
-    rows = torch.arange(n, device=device)[:, None].expand(n, len(offsets))
-    cols = (rows + offsets).clamp(0, n - 1)
-    matrix = torch.zeros((n, n), device=device)
-    return matrix.index_put_((rows, cols), (taps / taps.sum()).expand(n, -1), accumulate=True)
+    taps = (taps / taps.sum()).tolist()
+    _, H, W = images.shape
+    padded = torch.nn.functional.pad(images[:, None], (half, half, half, half), mode="replicate")[:, 0]
+    rows = sum(w * padded[:, :, k : k + W] for k, w in enumerate(taps))
+    return sum(w * rows[:, k : k + H, :] for k, w in enumerate(taps))
 
 
 # --------------------------------------------------------------------------------------------------
