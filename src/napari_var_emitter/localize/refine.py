@@ -142,14 +142,20 @@ def _fit(spots, others, theta, scale, offset, n_iter, model):
     return theta, fisher, torch.isfinite(ll), reduced
 
 
+def _box_origins(x, y, box: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-left pixel of each emitter's (box, box) box: centred on its pixel, kept in the frame."""
+    r = box // 2
+    ox = (torch.round(x).long() - r).clamp(0, width - box)
+    oy = (torch.round(y).long() - r).clamp(0, height - box)
+    return ox, oy
+
+
 def _smooth_background(frames, frame, x, y, n, sigma, box, model, smooth_px) -> torch.Tensor:
     """(T, H, W), float32: the background with its structure on the scale of a few pixels, without
     the emitters' peaks: the frames' photons less every detection's light (its PSF model on a box
     around it, at the positions and photons given), blurred with a Gaussian of ``smooth_px``."""
     T, H, W = frames.shape
-    r = box // 2
-    ox = (torch.round(x).long() - r).clamp(0, W - box)
-    oy = (torch.round(y).long() - r).clamp(0, H - box)
+    ox, oy = _box_origins(x, y, box, H, W)
     zeros = torch.zeros_like(x)
     light, _ = model(torch.stack([x - ox, y - oy, n, zeros, zeros + sigma], dim=1), box, with_jacobian=False)
     ar = torch.arange(box, device=x.device)
@@ -165,9 +171,8 @@ def _gaussian_blur(images, smooth_px: float) -> torch.Tensor:
     of shifted copies per axis, linear in the pixels (a one-channel convolution on one CPU thread is
     several times slower; a blur matrix grows with the frame's side)."""
     half = math.ceil(3 * smooth_px)
-    offsets = torch.arange(-half, half + 1, dtype=images.dtype, device=images.device)
-    taps = torch.exp(-0.5 * (offsets / smooth_px) ** 2)
-    taps = (taps / taps.sum()).tolist()
+    taps = [math.exp(-0.5 * (k / smooth_px) ** 2) for k in range(-half, half + 1)]
+    taps = [w / sum(taps) for w in taps]
     _, H, W = images.shape
     padded = torch.nn.functional.pad(images[:, None], (half, half, half, half), mode="replicate")[:, 0]
     rows = sum(w * padded[:, :, k : k + W] for k, w in enumerate(taps))
@@ -294,9 +299,7 @@ def _refine(
     pairs = pairs[local[pairs[:, 0]] >= 0]
     pairs_local = torch.stack([local[pairs[:, 0]], pairs[:, 1]], dim=1)  # box index, neighbour index
 
-    r = box // 2
-    ox = (torch.round(x0[fit]).long() - r).clamp(0, W - box)
-    oy = (torch.round(y0[fit]).long() - r).clamp(0, H - box)
+    ox, oy = _box_origins(x0[fit], y0[fit], box, H, W)
     ar = torch.arange(box, device=x0.device)
     box_pixels = (frame[fit][:, None, None], oy[:, None, None] + ar[None, :, None], ox[:, None, None] + ar)
     spots = frames[box_pixels].to(x0.dtype)
